@@ -1,0 +1,66 @@
+/**
+ * The one error-code table (after fastify's lib/errors.js).
+ *
+ * Domain code throws `BeckonError` with a code from this table and knows nothing of
+ * HTTP; the API and the CONNECT handler are the only places that read `status`.
+ * docs/errors.md lists the same codes; test/unit/core/errors.test.ts keeps the two equal.
+ */
+
+interface ErrorSpec {
+  readonly status: number
+  readonly message: string
+}
+
+export const ERRORS = {
+  // generic
+  BECKON_ERR_CONFIG: { status: 500, message: 'invalid configuration' },
+  BECKON_ERR_USAGE: { status: 400, message: 'invalid usage' },
+  BECKON_ERR_INTERNAL: { status: 500, message: 'internal error' },
+
+  // VICI (strongSwan control protocol)
+  BECKON_ERR_VICI_MALFORMED: { status: 502, message: 'malformed VICI packet' },
+  BECKON_ERR_VICI_LIMIT: { status: 500, message: 'VICI protocol limit exceeded' },
+  BECKON_ERR_VICI_INVALID: { status: 500, message: 'message cannot be encoded for VICI' },
+  BECKON_ERR_VICI_CONNECT: { status: 503, message: 'cannot connect to charon' },
+  BECKON_ERR_VICI_CLOSED: { status: 503, message: 'VICI connection closed' },
+  BECKON_ERR_VICI_TIMEOUT: { status: 504, message: 'VICI request timed out' },
+  BECKON_ERR_VICI_UNKNOWN_COMMAND: { status: 500, message: 'charon does not know this command' },
+  BECKON_ERR_VICI_UNKNOWN_EVENT: { status: 500, message: 'charon does not know this event' },
+  BECKON_ERR_VICI_COMMAND_FAILED: { status: 502, message: 'charon refused the command' },
+
+  // lab / test network
+  BECKON_ERR_LAB: { status: 500, message: 'lab network operation failed' },
+} as const satisfies Record<string, ErrorSpec>
+
+export type ErrorCode = keyof typeof ERRORS
+
+export class BeckonError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  /** The specific part of the message (the table holds the generic part). */
+  readonly detail: string | undefined
+
+  constructor (code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    const spec = ERRORS[code]
+    super(detail === undefined ? spec.message : `${spec.message}: ${detail}`, options)
+    this.name = 'BeckonError'
+    this.code = code
+    this.status = spec.status
+    this.detail = detail
+  }
+
+  toJSON (): { code: ErrorCode, message: string } {
+    return { code: this.code, message: this.message }
+  }
+}
+
+export function isBeckonError (err: unknown, code?: ErrorCode): err is BeckonError {
+  return err instanceof BeckonError && (code === undefined || err.code === code)
+}
+
+/** Wraps anything thrown into a BeckonError, keeping coded errors as they are. */
+export function toBeckonError (err: unknown, fallback: ErrorCode = 'BECKON_ERR_INTERNAL'): BeckonError {
+  if (err instanceof BeckonError) return err
+  const msg = err instanceof Error ? err.message : String(err)
+  return new BeckonError(fallback, msg, { cause: err })
+}

@@ -1,0 +1,54 @@
+/**
+ * Running host tools (ip, nft, mount) with their stderr turned into coded errors.
+ */
+import { spawn } from 'node:child_process'
+import { BeckonError } from '../core/errors.js'
+
+export interface RunResult {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+export interface RunOptions {
+  input?: string
+  /** Resolve with the result instead of throwing on a non-zero exit. */
+  allowFail?: boolean
+  env?: NodeJS.ProcessEnv
+  timeoutMs?: number
+}
+
+export function run (cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d })
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000)
+    child.on('error', (err) => {
+      clearTimeout(timer)
+      reject(new BeckonError('BECKON_ERR_LAB', `${cmd}: ${err.message}`, { cause: err }))
+    })
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      const res = { code: code ?? (signal === null ? 1 : 128), stdout, stderr }
+      if (res.code !== 0 && opts.allowFail !== true) {
+        reject(new BeckonError('BECKON_ERR_LAB', `${cmd} ${args.join(' ')} exited ${res.code}: ${stderr.trim() || stdout.trim()}`))
+      } else resolve(res)
+    })
+    child.stdin.end(opts.input ?? '')
+  })
+}
+
+/** Polls `probe` until it returns true or `timeoutMs` passes; never a fixed sleep. */
+export async function waitFor (what: string, probe: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let delay = 10
+  for (;;) {
+    if (await probe()) return
+    if (Date.now() > deadline) throw new BeckonError('BECKON_ERR_LAB', `timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, delay))
+    delay = Math.min(delay * 2, 200)
+  }
+}
