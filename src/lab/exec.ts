@@ -37,6 +37,8 @@ export function run (cmd: string, args: readonly string[], opts: RunOptions = {}
         reject(new BeckonError('BECKON_ERR_LAB', `${cmd} ${args.join(' ')} exited ${res.code}: ${stderr.trim() || stdout.trim()}`))
       } else resolve(res)
     })
+    // A tool that exits before reading stdin must not turn into an EPIPE crash.
+    child.stdin.on('error', () => {})
     child.stdin.end(opts.input ?? '')
   })
 }

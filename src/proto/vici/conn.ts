@@ -309,8 +309,11 @@ export class ViciConnection extends EventEmitter {
 
   private enqueue<T> (run: () => Promise<T>, timeoutMs: number, what: string): Promise<T> {
     if (this.closing) return Promise.reject(new BeckonError('BECKON_ERR_VICI_CLOSED', 'connection is closed'))
-    if (!this.everConnected && !this.connected) {
+    if (!this.connected && !this.everConnected) {
       return Promise.reject(new BeckonError('BECKON_ERR_VICI_CLOSED', 'connect() was not called'))
+    }
+    if (!this.connected && this.reconnectPolicy === false) {
+      return Promise.reject(new BeckonError('BECKON_ERR_VICI_CLOSED', 'charon closed the connection (reconnect disabled)'))
     }
     return new Promise<T>((resolve, reject) => {
       const job: Job = {
