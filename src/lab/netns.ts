@@ -4,6 +4,7 @@
  * Every namespace made here is recorded so `destroy()` can remove it, its processes
  * and its links; tests call it from a teardown that runs on failure too.
  */
+import { spawnSync } from 'node:child_process'
 import { run, type RunResult } from './exec.js'
 
 export class Netns {
@@ -63,13 +64,28 @@ export async function veth (a: Netns, aIf: string, b: Netns, bIf: string): Promi
   await b.up(bIf)
 }
 
-/** Tracks namespaces made by one test or lab so that all of them can be removed. */
+/** Synchronous variant for process 'exit' handlers, where nothing async runs. */
+export function deleteNetnsSync (name: string): void {
+  const r = spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8' })
+  for (const pid of (r.stdout ?? '').split(/\s+/).filter(Boolean).map(Number)) {
+    try { process.kill(pid, 'SIGKILL') } catch { /* already gone */ }
+  }
+  spawnSync('ip', ['netns', 'del', name])
+}
+
+/**
+ * Tracks namespaces made by one test or lab so that all of them can be removed.
+ * Until `destroy()` runs, an 'exit' hook removes them synchronously, so a crash
+ * (uncaught exception, failed assertion that exits) leaves nothing behind either.
+ */
 export class NetnsSet {
   private readonly made: Netns[] = []
+  private readonly onExit = (): void => { for (const ns of this.made) deleteNetnsSync(ns.name) }
 
   constructor (readonly prefix: string) {}
 
   async create (role: string): Promise<Netns> {
+    if (this.made.length === 0) process.on('exit', this.onExit)
     const ns = await createNetns(`${this.prefix}-${role}`)
     this.made.push(ns)
     return ns
@@ -79,5 +95,6 @@ export class NetnsSet {
 
   async destroy (): Promise<void> {
     for (const ns of this.made.splice(0).reverse()) await deleteNetns(ns.name)
+    process.off('exit', this.onExit)
   }
 }
