@@ -5,6 +5,7 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { charonPair, pskConn, ping6, requireRoot, PSK, type Pair, type Side } from '../helpers/charon-pair.js'
 import type { ViciEvent } from '../../src/proto/vici/session.js'
+import { beckon, beckonAsync } from '../helpers/cli.js'
 
 if (!requireRoot(t)) process.exit(1)
 
@@ -129,6 +130,13 @@ t.test('initiator pointed at 127.0.0.1:<custom remote_port> (the data-plane patt
   const [ready] = await once(relay.stdout!, 'data') as [Buffer]
   t.equal(ready.toString().trim(), 'ready', 'udp relay listening on 127.0.0.1:24500')
 
+  // `beckon vici watch` sees the CHILD_SA come up.
+  const watcher = beckonAsync(['vici', 'watch', '--events', 'child-updown'], { env: { BECKON_VICI_SOCKET: a.charon.viciUri } })
+  t.teardown(() => { watcher.kill('SIGKILL') })
+  let watched = ''
+  watcher.stdout!.on('data', (d: Buffer) => { watched += d.toString() })
+  await once(watcher.stderr!, 'data') // "watching …" once subscribed
+
   await loadBoth(pair, { remoteAddr: '127.0.0.1', remotePort: 24500, localPort: 4500 })
   await a.vici.initiate({ child: 'net6', ike: 'ab' })
   await expectTunnel(t, a, 'initiator via relay')
@@ -138,4 +146,18 @@ t.test('initiator pointed at 127.0.0.1:<custom remote_port> (the data-plane patt
   t.equal(ike.remotePort, 24500, 'remote port stays the custom one')
   t.equal(ike.localPort, 4500, 'sent from port_nat_t')
   t.equal(await ping6(a, b, 3), 3, 'ping6 passes through the relayed tunnel')
+
+  watcher.kill('SIGINT')
+  const [code] = await once(watcher, 'exit') as [number]
+  t.equal(code, 0, 'watch exits cleanly on SIGINT')
+  const ev = watched.trim().split('\n').map((l) => JSON.parse(l) as { event: string, message: Record<string, any> })
+  t.equal(ev[0]?.event, 'child-updown')
+  t.equal(ev[0]?.message.up, 'yes', 'watch printed child-updown (up) as a JSON line')
+
+  const cli = await beckon(['vici', '--socket', a.charon.viciUri, 'list-sas', '--json', '{"ike":"ab"}'])
+  t.equal(cli.status, 0, 'beckon vici list-sas exits 0')
+  const lines = cli.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>)
+  t.equal(lines[0]?.event, 'list-sa')
+  t.equal(lines[0]?.message.ab.state, 'ESTABLISHED', 'CLI prints the IKE_SA')
+  t.same(lines[lines.length - 1], {}, 'then the (empty) response')
 })
