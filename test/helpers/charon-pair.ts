@@ -9,12 +9,14 @@
  * Everything is removed in a tap teardown, which runs when the test fails too;
  * a SIGINT/SIGTERM handler covers an interrupted run.
  */
+import type { Test } from 'tap'
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { NetnsSet, veth, type Netns } from '../../src/lab/netns.js'
 import { CharonProcess } from '../../src/lab/charon.js'
 import { ViciSession } from '../../src/proto/vici/session.js'
+import type { ViciInput } from '../../src/proto/vici/codec.js'
 
 export interface Side {
   ns: Netns
@@ -30,13 +32,13 @@ export interface Pair {
   b: Side
 }
 
-export function requireRoot (t: Tap.Test): boolean {
+export function requireRoot (t: Test): boolean {
   if (process.getuid?.() === 0) return true
   t.fail('namespace tests need root (CI runs as root)')
   return false
 }
 
-export async function charonPair (t: Tap.Test, opts: { portNatT?: number } = {}): Promise<Pair> {
+export async function charonPair (t: Test, opts: { portNatT?: number } = {}): Promise<Pair> {
   const prefix = `bk${process.pid % 100000}${Math.floor(Math.random() * 100)}`
   const dir = mkdtempSync(join(tmpdir(), 'beckon-pair-'))
   const set = new NetnsSet(prefix)
@@ -83,7 +85,7 @@ export async function charonPair (t: Tap.Test, opts: { portNatT?: number } = {})
 }
 
 /** A PSK tunnel-mode config for one side, IPv6 selectors over the IPv4 path. */
-export function pskConn (local: Side, remote: Side, o: { initiator: boolean, remoteAddr?: string, remotePort?: number, localPort?: number }): Record<string, unknown> {
+export function pskConn (local: Side, remote: Side, o: { initiator: boolean, remoteAddr?: string, remotePort?: number, localPort?: number }): ViciInput {
   return {
     version: 2,
     local_addrs: [local.outer],

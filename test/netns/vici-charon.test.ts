@@ -1,4 +1,5 @@
 // The VICI client against two real charon daemons (topology: test/helpers/charon-pair.ts).
+import type { Test } from 'tap'
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -40,7 +41,7 @@ async function loadBoth (pair: Pair, initiatorExtra: { remoteAddr?: string, remo
   await pair.b.vici.loadConn('ab', pskConn(pair.b, pair.a, { initiator: false }))
 }
 
-async function expectTunnel (t: Tap.Test, side: Side, label: string): Promise<void> {
+async function expectTunnel (t: Test, side: Side, label: string): Promise<void> {
   const sas = await side.vici.listSas({ ike: 'ab' })
   t.equal(sas.length, 1, `${label}: one IKE_SA`)
   const ike = sas[0]!

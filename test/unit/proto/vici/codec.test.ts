@@ -1,4 +1,5 @@
 // Property tests for the VICI codec: random round-trips, garbage, truncation, limits.
+import type { Test } from 'tap'
 import t from 'tap'
 import { BeckonError } from '../../../../src/core/errors.js'
 import {
@@ -34,7 +35,7 @@ function randSection (depth: number): ViciSection {
   return m
 }
 
-function coded (t: Tap.Test, fn: () => unknown, what: string): void {
+function coded (t: Test, fn: () => unknown, what: string): void {
   try {
     const p = fn() as { type?: number } | undefined
     // Whatever decodes must re-encode to the same bytes (checked by the caller).
@@ -50,7 +51,7 @@ t.test('random messages round-trip: section → bytes → same section → same 
     const m = randSection(0)
     const bytes = encodeMessage(m)
     const back = decodeMessage(bytes)
-    t.same(back, m, undefined, { diagnostic: false })
+    t.same(back, m, 'round-trip', { diagnostic: false })
     if (!encodeMessage(back).equals(bytes)) t.fail(`iteration ${i}: re-encoding differs`)
   }
   t.pass('500 random messages round-tripped')
@@ -64,7 +65,7 @@ t.test('random packets of every type round-trip', async (t) => {
     if ([0, 1, 7].includes(type)) p.message = randSection(0)
     const bytes = encodePacket(p)
     const back = decodePacket(bytes)
-    t.same(back, p, undefined, { diagnostic: false })
+    t.same(back, p, 'round-trip', { diagnostic: false })
     if (!encodePacket(back).equals(bytes)) t.fail(`packet ${i}: re-encoding differs`)
   }
   t.pass('300 random packets round-tripped')

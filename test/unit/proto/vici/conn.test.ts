@@ -1,11 +1,12 @@
 // The VICI connection against a scriptable server on a real unix socket.
+import type { Test } from 'tap'
 import t from 'tap'
 import { once } from 'node:events'
 import { ViciConnection, parseUri } from '../../../../src/proto/vici/conn.js'
 import { PacketType, str, type ViciSection } from '../../../../src/proto/vici/codec.js'
 import { FakeVici, echoHandler, segment } from '../../../helpers/fake-vici.js'
 
-async function setup (t: Tap.Test, handler = echoHandler, opts: ConstructorParameters<typeof ViciConnection>[0] = {}): Promise<{ srv: FakeVici, conn: ViciConnection }> {
+async function setup (t: Test, handler = echoHandler, opts: ConstructorParameters<typeof ViciConnection>[0] = {}): Promise<{ srv: FakeVici, conn: ViciConnection }> {
   const srv = new FakeVici(handler)
   await srv.start()
   const conn = new ViciConnection({ uri: srv.uri, timeoutMs: 2000, reconnect: { initialMs: 10, maxMs: 50 }, ...opts })
