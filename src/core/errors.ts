@@ -28,6 +28,14 @@ export const ERRORS = {
   BECKON_ERR_VICI_UNKNOWN_EVENT: { status: 500, message: 'charon does not know this event' },
   BECKON_ERR_VICI_COMMAND_FAILED: { status: 502, message: 'charon refused the command' },
 
+  // access request signal (token) and dial-back
+  BECKON_ERR_SIGNAL_MALFORMED: { status: 400, message: 'malformed signal token' },
+  BECKON_ERR_SIGNAL_TOO_LARGE: { status: 500, message: 'signal does not fit one SMS' },
+  BECKON_ERR_SIGNAL_UNKNOWN_KEY: { status: 403, message: 'signal from an untrusted relay key' },
+  BECKON_ERR_SIGNAL_FORGED: { status: 403, message: 'forged signal' },
+  BECKON_ERR_SIGNAL_EXPIRED: { status: 403, message: 'expired signal' },
+  BECKON_ERR_SIGNAL_REPLAYED: { status: 403, message: 'replayed signal' },
+
   // lab / test network
   BECKON_ERR_LAB: { status: 500, message: 'lab network operation failed' },
 } as const satisfies Record<string, ErrorSpec>
