@@ -36,6 +36,11 @@ export const ERRORS = {
   BECKON_ERR_SIGNAL_EXPIRED: { status: 403, message: 'expired signal' },
   BECKON_ERR_SIGNAL_REPLAYED: { status: 403, message: 'replayed signal' },
 
+  // signal channels (SMS over SMPP, e-mail)
+  BECKON_ERR_CHANNEL_UNAVAILABLE: { status: 503, message: 'signal channel unavailable' },
+  BECKON_ERR_CHANNEL_REFUSED: { status: 502, message: 'signal channel refused the message' },
+  BECKON_ERR_SMS_MALFORMED: { status: 400, message: 'malformed SMS payload' },
+
   // lab / test network
   BECKON_ERR_LAB: { status: 500, message: 'lab network operation failed' },
 } as const satisfies Record<string, ErrorSpec>

@@ -1,0 +1,131 @@
+// SMS channel over SMPP on loopback: relay transmitter → lab SMSC → gateway receiver.
+import t from 'tap'
+import type { Test } from 'tap'
+import { once } from 'node:events'
+import net from 'node:net'
+import { SmppBind, SmppSmsReceiver, SmppSmsSender, type ReceivedSignal } from '../../../../src/channels/sms/smpp.js'
+import { Smsc } from '../../../../src/lab/smsc.js'
+import { decodeSms, encodeSms, SIGNAL_PORT } from '../../../../src/channels/sms/udh.js'
+
+const accounts = [
+  { systemId: 'relay', password: 'relay-pw' },
+  { systemId: 'gw', password: 'gw-pw', addressRange: '+1555' },
+  { systemId: 'other', password: 'other-pw', addressRange: '+4477' },
+]
+
+async function smsc (t: Test, port = 0): Promise<{ smsc: Smsc, url: string, port: number }> {
+  const s = new Smsc({ accounts })
+  const p = await s.listen(port, '127.0.0.1')
+  t.teardown(() => s.close())
+  return { smsc: s, url: `smpp://127.0.0.1:${p}`, port: p }
+}
+
+function bind (t: Test, url: string, systemId: string, password: string, mode: 'transmitter' | 'receiver'): SmppBind {
+  const b = new SmppBind({ url, systemId, password, mode, reconnect: { initialMs: 20, maxMs: 100 } })
+  t.teardown(() => b.stop())
+  b.start()
+  return b
+}
+
+t.test('UDH port addressing', async (t) => {
+  const token = Buffer.alloc(128, 7)
+  const sms = encodeSms(token)
+  t.equal(sms.length, 135)
+  t.equal(sms.subarray(0, 7).toString('hex'), '060504405a405a', 'UDHL 6, IE 05 len 4, dst 16474, src 16474')
+  t.ok(decodeSms(sms).equals(token))
+  t.throws(() => encodeSms(Buffer.alloc(134)), { code: 'BECKON_ERR_SIGNAL_TOO_LARGE' })
+  t.throws(() => decodeSms(Buffer.from('0605040001405aff', 'hex')), { code: 'BECKON_ERR_SMS_MALFORMED', message: /port 1 is not the signal port/ })
+  t.throws(() => decodeSms(Buffer.from('00ff', 'hex')), { code: 'BECKON_ERR_SMS_MALFORMED', message: /no application port/ })
+  t.throws(() => decodeSms(Buffer.from('09050400', 'hex')), { code: 'BECKON_ERR_SMS_MALFORMED', message: /longer than the message/ })
+  t.throws(() => decodeSms(Buffer.from('03050900', 'hex')), { code: 'BECKON_ERR_SMS_MALFORMED', message: /overruns/ })
+  t.throws(() => decodeSms(Buffer.alloc(0)), { code: 'BECKON_ERR_SMS_MALFORMED' })
+  t.throws(() => decodeSms(Buffer.alloc(141)), { code: 'BECKON_ERR_SMS_MALFORMED' })
+  t.equal(SIGNAL_PORT, 16474)
+})
+
+t.test('a signal travels transmitter → SMSC → receiver, routed by destination', async (t) => {
+  const { url } = await smsc(t)
+  const tx = bind(t, url, 'relay', 'relay-pw', 'transmitter')
+  const rxBind = bind(t, url, 'gw', 'gw-pw', 'receiver')
+  const otherBind = bind(t, url, 'other', 'other-pw', 'receiver')
+  let otherGot = 0
+  otherBind.on('deliver', () => otherGot++)
+  const rx = new SmppSmsReceiver(rxBind)
+  await Promise.all([tx.waitBound(2000), rxBind.waitBound(2000), otherBind.waitBound(2000)])
+  const token = Buffer.from('00'.repeat(20) + 'ff'.repeat(80), 'hex')
+  const got = once(rx, 'signal') as Promise<[ReceivedSignal]>
+  const id = await new SmppSmsSender(tx, 'beckon').sendSignal('+15550100', token)
+  t.match(id, /^\d+$/, 'SMSC returned a message id')
+  const [sig] = await got
+  t.ok(sig.token.equals(token), 'binary payload intact (NULs and 0xff included)')
+  t.equal(sig.to, '+15550100')
+  t.equal(sig.from, 'beckon')
+  t.equal(otherGot, 0, 'a receiver for another range got nothing')
+})
+
+t.test('store and forward: submitted before the receiver binds, delivered when it does', async (t) => {
+  const { url, smsc: s } = await smsc(t)
+  const tx = bind(t, url, 'relay', 'relay-pw', 'transmitter')
+  await tx.waitBound(2000)
+  await new SmppSmsSender(tx, 'beckon').sendSignal('+15550100', Buffer.alloc(50, 1))
+  t.equal(s.queued, 1, 'queued while no receiver is bound')
+  const delivered = once(s, 'deliver')
+  const rx = new SmppSmsReceiver(bind(t, url, 'gw', 'gw-pw', 'receiver'))
+  const [sig] = await once(rx, 'signal') as [ReceivedSignal]
+  t.equal(sig.token.length, 50)
+  await delivered
+  t.equal(s.queued, 0, 'acknowledged delivery leaves the queue')
+})
+
+t.test('malformed SMS reaches the receiver as a coded invalid event', async (t) => {
+  const { url } = await smsc(t)
+  const tx = bind(t, url, 'relay', 'relay-pw', 'transmitter')
+  const rx = new SmppSmsReceiver(bind(t, url, 'gw', 'gw-pw', 'receiver'))
+  await tx.waitBound(2000)
+  await rx.bind.waitBound(2000)
+  const invalid = once(rx, 'invalid') as Promise<[{ code: string }, { to: string }]>
+  const raw = Buffer.from('hello, not a signal')
+  let delivered: Buffer | undefined
+  rx.bind.once('deliver', (m: { sms: Buffer }) => { delivered = m.sms })
+  await tx.submit('+15550100', 'x', raw)
+  const [err, meta] = await invalid
+  t.ok(delivered?.equals(raw), 'octets arrive exactly as submitted, malformed header and all')
+  t.equal(err.code, 'BECKON_ERR_SMS_MALFORMED')
+  t.equal(meta.to, '+15550100')
+})
+
+t.test('wrong password: bind refused, sending fails with a coded error', async (t) => {
+  const { url } = await smsc(t)
+  const tx = bind(t, url, 'relay', 'WRONG', 'transmitter')
+  await t.rejects(tx.waitBound(300), { code: 'BECKON_ERR_CHANNEL_UNAVAILABLE' })
+  await t.rejects(new SmppSmsSender(tx, 'b').sendSignal('+15550100', Buffer.alloc(10)), { code: 'BECKON_ERR_CHANNEL_UNAVAILABLE' })
+  const receiverSubmit = bind(t, url, 'gw', 'gw-pw', 'receiver')
+  await receiverSubmit.waitBound(2000)
+  await t.rejects(receiverSubmit.submit('+1', 'x', Buffer.alloc(1)), { code: 'BECKON_ERR_CHANNEL_REFUSED' }, 'a receiver may not submit')
+})
+
+t.test('SMSC restart: binds come back by themselves', async (t) => {
+  const first = await smsc(t)
+  const tx = bind(t, first.url, 'relay', 'relay-pw', 'transmitter')
+  await tx.waitBound(2000)
+  const unbound = once(tx, 'unbound')
+  await first.smsc.close()
+  await unbound
+  const again = new Smsc({ accounts })
+  await again.listen(first.port, '127.0.0.1')
+  t.teardown(() => again.close())
+  await tx.waitBound(3000)
+  t.ok(tx.bound, 'rebound after the SMSC came back')
+})
+
+t.test('garbage bytes to the SMSC close only that connection', async (t) => {
+  const { url, port } = await smsc(t)
+  const tx = bind(t, url, 'relay', 'relay-pw', 'transmitter')
+  await tx.waitBound(2000)
+  const sock = net.connect(port, '127.0.0.1')
+  await once(sock, 'connect')
+  sock.write(Buffer.from('ffffffff00000000', 'hex')) // command_length 4 GiB
+  await once(sock, 'close')
+  t.pass('the offending connection was closed')
+  t.match(await tx.submit('+15550100', 'x', encodeSms(Buffer.alloc(5))), /^\d+$/, 'other binds unaffected')
+})
