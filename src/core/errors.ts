@@ -16,6 +16,8 @@ export const ERRORS = {
   BECKON_ERR_CONFIG: { status: 500, message: 'invalid configuration' },
   BECKON_ERR_USAGE: { status: 400, message: 'invalid usage' },
   BECKON_ERR_INTERNAL: { status: 500, message: 'internal error' },
+  BECKON_ERR_PROTOCOL: { status: 502, message: 'protocol violation' },
+  BECKON_ERR_TIMEOUT: { status: 504, message: 'timed out' },
 
   // VICI (strongSwan control protocol)
   BECKON_ERR_VICI_MALFORMED: { status: 502, message: 'malformed VICI packet' },
@@ -27,6 +29,21 @@ export const ERRORS = {
   BECKON_ERR_VICI_UNKNOWN_COMMAND: { status: 500, message: 'charon does not know this command' },
   BECKON_ERR_VICI_UNKNOWN_EVENT: { status: 500, message: 'charon does not know this event' },
   BECKON_ERR_VICI_COMMAND_FAILED: { status: 502, message: 'charon refused the command' },
+
+  // rendezvous: the client-facing CONNECT (statuses are what the client sees)
+  BECKON_ERR_BAD_REQUEST: { status: 400, message: 'bad CONNECT request' },
+  BECKON_ERR_AUTH_REQUIRED: { status: 407, message: 'proxy authentication required' },
+  BECKON_ERR_AUTH_FAILED: { status: 407, message: 'invalid credentials' },
+  BECKON_ERR_INSECURE_CREDENTIALS: { status: 403, message: 'Basic credentials refused on an unencrypted listener' },
+  BECKON_ERR_FORBIDDEN: { status: 403, message: 'not allowed by the device policy' },
+  BECKON_ERR_UNKNOWN_DEVICE: { status: 404, message: 'unknown device' },
+  BECKON_ERR_RATE_LIMITED: { status: 429, message: 'too many requests' },
+  BECKON_ERR_OVERLOADED: { status: 503, message: 'relay overloaded' },
+  BECKON_ERR_WAKE_TIMEOUT: { status: 504, message: 'the terminal did not call back in time' },
+  BECKON_ERR_TERMINAL_UNREACHABLE: { status: 502, message: 'the gateway could not reach the terminal' },
+  BECKON_ERR_TERMINAL_REFUSED: { status: 502, message: 'the terminal refused the session' },
+  BECKON_ERR_DIALBACK_REFUSED: { status: 403, message: 'dial-back refused' },
+  BECKON_ERR_DESCRIPTOR_INVALID: { status: 403, message: 'invalid session descriptor' },
 
   // access request signal (token) and dial-back
   BECKON_ERR_SIGNAL_MALFORMED: { status: 400, message: 'malformed signal token' },

@@ -1,0 +1,126 @@
+/**
+ * The session descriptor: what the relay (the controller) tells the terminal's agent
+ * about a session, signed with the relay's Ed25519 key. Sent through the spliced path
+ * before the relay answers 200, so the agent acts only on sessions the relay authorized.
+ *
+ *   frame  = "BKD1" ‖ u16be n ‖ payload (n bytes of UTF-8 JSON, n ≤ 8192)
+ *            ‖ Ed25519 signature (64) over "BKD1" ‖ u16be n ‖ payload
+ *   reply  = "BKR1" ‖ u8 status (0 ready · 1 refused) ‖ u16be n ‖ UTF-8 JSON (n ≤ 4096)
+ *            refused: {"code","message"}
+ */
+import { sign, verify, type KeyObject } from 'node:crypto'
+import type { Socket } from 'node:net'
+import { BeckonError, type ErrorCode } from '../../core/errors.js'
+import { readExact } from '../../core/stream.js'
+
+const MAGIC = Buffer.from('BKD1')
+const REPLY_MAGIC = Buffer.from('BKR1')
+export const MAX_PAYLOAD = 8192
+const MAX_REPLY = 4096
+const SIG = 64
+
+export interface Descriptor {
+  v: 1
+  /** Session id, hex. */
+  session: string
+  device: string
+  user: string
+  /** Unix seconds. */
+  expires: number
+  mode: 'tcp' | 'ipsec'
+  /** tcp mode: the service port on the terminal. */
+  port?: number
+}
+
+function invalid (detail: string): BeckonError {
+  return new BeckonError('BECKON_ERR_DESCRIPTOR_INVALID', detail)
+}
+
+export function checkDescriptor (v: unknown): Descriptor {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw invalid('payload is not an object')
+  const d = v as Record<string, unknown>
+  if (d.v !== 1) throw invalid(`version ${JSON.stringify(d.v)}`)
+  if (typeof d.session !== 'string' || !/^[0-9a-f]{24}$/.test(d.session)) throw invalid('session must be 24 hex digits')
+  if (typeof d.device !== 'string' || d.device === '') throw invalid('device missing')
+  if (typeof d.user !== 'string' || d.user === '') throw invalid('user missing')
+  if (typeof d.expires !== 'number' || !Number.isInteger(d.expires)) throw invalid('expires must be an integer')
+  if (d.mode !== 'tcp' && d.mode !== 'ipsec') throw invalid(`mode ${JSON.stringify(d.mode)}`)
+  if (d.mode === 'tcp' && !(typeof d.port === 'number' && Number.isInteger(d.port) && d.port >= 1 && d.port <= 65535)) throw invalid('tcp mode needs a port 1-65535')
+  return d as unknown as Descriptor
+}
+
+export function signDescriptor (d: Descriptor, key: KeyObject): Buffer {
+  const payload = Buffer.from(JSON.stringify(checkDescriptor(d)), 'utf8')
+  if (payload.length > MAX_PAYLOAD) throw invalid(`payload of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`)
+  const head = Buffer.alloc(6)
+  MAGIC.copy(head)
+  head.writeUInt16BE(payload.length, 4)
+  const signed = Buffer.concat([head, payload])
+  return Buffer.concat([signed, sign(null, signed, key)])
+}
+
+export interface VerifyOptions {
+  keys: readonly KeyObject[]
+  /** Unix seconds. */
+  now: number
+  /** The agent's own device name: descriptors for others are refused. */
+  device: string
+}
+
+/** Verifies a complete frame (head, payload, signature). */
+export function verifyDescriptor (frame: Buffer, o: VerifyOptions): Descriptor {
+  if (frame.length < 6 + SIG || !frame.subarray(0, 4).equals(MAGIC)) throw invalid('bad frame')
+  const n = frame.readUInt16BE(4)
+  if (n > MAX_PAYLOAD || frame.length !== 6 + n + SIG) throw invalid('frame length mismatch')
+  const signed = frame.subarray(0, 6 + n)
+  const sig = frame.subarray(6 + n)
+  if (!o.keys.some((k) => verify(null, signed, k, sig))) throw invalid('signature does not verify')
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(frame.subarray(6, 6 + n).toString('utf8'))
+  } catch {
+    throw invalid('payload is not JSON')
+  }
+  const d = checkDescriptor(parsed)
+  if (d.expires <= o.now) throw invalid(`expired ${o.now - d.expires} s ago`)
+  if (d.device !== o.device) throw invalid(`for device ${d.device}, not ${o.device}`)
+  return d
+}
+
+/** Reads one descriptor frame from the stream. */
+export async function readDescriptorFrame (sock: Socket, timeoutMs: number): Promise<Buffer> {
+  const head = await readExact(sock, 6, 'descriptor header', timeoutMs)
+  if (!head.subarray(0, 4).equals(MAGIC)) throw invalid('bad descriptor magic')
+  const n = head.readUInt16BE(4)
+  if (n > MAX_PAYLOAD) throw invalid(`payload of ${n} bytes exceeds ${MAX_PAYLOAD}`)
+  const rest = await readExact(sock, n + SIG, 'descriptor body', timeoutMs)
+  return Buffer.concat([head, rest])
+}
+
+export type Reply = { ready: true, info: Record<string, unknown> } | { ready: false, code: ErrorCode | string, message: string }
+
+export function encodeReply (r: Reply): Buffer {
+  const body = Buffer.from(JSON.stringify(r.ready ? r.info : { code: r.code, message: r.message }), 'utf8')
+  if (body.length > MAX_REPLY) throw new BeckonError('BECKON_ERR_INTERNAL', 'descriptor reply too large')
+  const head = Buffer.alloc(7)
+  REPLY_MAGIC.copy(head)
+  head[4] = r.ready ? 0 : 1
+  head.writeUInt16BE(body.length, 5)
+  return Buffer.concat([head, body])
+}
+
+export async function readReply (sock: Socket, timeoutMs: number): Promise<Reply> {
+  const head = await readExact(sock, 7, 'agent reply', timeoutMs)
+  if (!head.subarray(0, 4).equals(REPLY_MAGIC) || head[4]! > 1) throw new BeckonError('BECKON_ERR_PROTOCOL', 'bad agent reply')
+  const n = head.readUInt16BE(5)
+  if (n > MAX_REPLY) throw new BeckonError('BECKON_ERR_PROTOCOL', 'agent reply too large')
+  const body = n === 0 ? Buffer.alloc(0) : await readExact(sock, n, 'agent reply body', timeoutMs)
+  let v: Record<string, unknown>
+  try {
+    v = JSON.parse(body.toString('utf8') || '{}') as Record<string, unknown>
+  } catch {
+    throw new BeckonError('BECKON_ERR_PROTOCOL', 'agent reply is not JSON')
+  }
+  if (head[4] === 0) return { ready: true, info: v }
+  return { ready: false, code: String(v.code ?? 'BECKON_ERR_TERMINAL_REFUSED'), message: String(v.message ?? 'refused') }
+}
