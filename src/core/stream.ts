@@ -6,7 +6,7 @@
  * `pipe`s: backpressure both ways, half-close passed on, nothing buffered beyond the
  * sockets' own high-water marks, and one side's error tears down both.
  */
-import type { Socket } from 'node:net'
+import net, { type Socket } from 'node:net'
 import { BeckonError } from './errors.js'
 
 function readable (sock: Socket, what: string, timeoutMs: number, take: () => Buffer | undefined): Promise<Buffer> {
@@ -100,3 +100,14 @@ export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: num
     b.resume()
   })
 }
+
+/** Connects with a deadline; the socket comes back paused, ready for a handshake. */
+export function connectTcp (host: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host, port })
+    const timer = setTimeout(() => { sock.destroy(); reject(new BeckonError('BECKON_ERR_TIMEOUT', `connect ${host}:${port} after ${timeoutMs} ms`)) }, timeoutMs)
+    sock.once('connect', () => { clearTimeout(timer); sock.pause(); resolve(sock) })
+    sock.once('error', (err) => { clearTimeout(timer); reject(new BeckonError('BECKON_ERR_PROTOCOL', `connect ${host}:${port}: ${err.message}`)) })
+  })
+}
+

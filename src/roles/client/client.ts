@@ -1,0 +1,90 @@
+/**
+ * The client's half of the rendezvous (steps C and I): CONNECT to the relay with
+ * credentials, follow the interim stages, and hand back the spliced stream.
+ */
+import net, { type Socket } from 'node:net'
+import tls from 'node:tls'
+import { BeckonError, ERRORS, type ErrorCode } from '../../core/errors.js'
+import { basicAuth, readResponse } from '../../proto/connect/connect.js'
+
+export interface ClientOptions {
+  relay: { host: string, port: number }
+  /** TLS to the relay (required for Basic credentials unless the relay allows plain). */
+  tls?: { ca?: string | Buffer, servername?: string } | undefined
+  user?: string
+  password?: string
+  token?: string
+  /** Overall deadline for the 200; the relay's wake timeout normally answers first. */
+  timeoutMs?: number
+}
+
+export type Stage = 'connecting' | 'requested' | 'signalled' | 'called-back' | 'connected'
+
+export interface Session {
+  socket: Socket
+  session: string
+  channel: string
+  elapsedMs: number
+}
+
+const STATUS_CODES: Record<number, ErrorCode> = {
+  400: 'BECKON_ERR_BAD_REQUEST',
+  403: 'BECKON_ERR_FORBIDDEN',
+  404: 'BECKON_ERR_UNKNOWN_DEVICE',
+  407: 'BECKON_ERR_AUTH_FAILED',
+  429: 'BECKON_ERR_RATE_LIMITED',
+  502: 'BECKON_ERR_TERMINAL_UNREACHABLE',
+  503: 'BECKON_ERR_OVERLOADED',
+  504: 'BECKON_ERR_WAKE_TIMEOUT',
+}
+
+function dial (o: ClientOptions, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const { host, port } = o.relay
+    const sock: Socket = o.tls === undefined
+      ? net.connect({ host, port })
+      : tls.connect({ host, port, ca: o.tls.ca, servername: o.tls.servername ?? (net.isIP(host) === 0 ? host : undefined) })
+    const ready = o.tls === undefined ? 'connect' : 'secureConnect'
+    const timer = setTimeout(() => { sock.destroy(); reject(new BeckonError('BECKON_ERR_TIMEOUT', `relay ${host}:${port} did not answer`)) }, timeoutMs)
+    sock.once(ready, () => { clearTimeout(timer); resolve(sock) })
+    sock.once('error', (err) => { clearTimeout(timer); reject(new BeckonError('BECKON_ERR_PROTOCOL', `relay ${host}:${port}: ${err.message}`, { cause: err })) })
+  })
+}
+
+export async function openSession (o: ClientOptions, target: string, onStage?: (stage: Stage, detail: Record<string, unknown>) => void): Promise<Session> {
+  const started = Date.now()
+  const timeoutMs = o.timeoutMs ?? 15 * 60_000
+  const elapsed = (): number => Date.now() - started
+  onStage?.('connecting', { relay: `${o.relay.host}:${o.relay.port}` })
+  const sock = await dial(o, Math.min(timeoutMs, 10_000))
+  sock.on('error', () => {})
+  try {
+    const auth = o.token !== undefined ? `Bearer ${o.token}` : o.user !== undefined ? basicAuth(o.user, o.password ?? '') : undefined
+    sock.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${auth === undefined ? '' : `Proxy-Authorization: ${auth}\r\n`}Beckon-Progress: 1\r\n\r\n`)
+    onStage?.('requested', { elapsedMs: elapsed() })
+    for (;;) {
+      const res = await readResponse(sock, Math.max(1, timeoutMs - elapsed()))
+      if (res.status === 102) {
+        const stage = res.headers.get('beckon-stage') ?? ''
+        const [name, ...params] = stage.split(';').map((s) => s.trim())
+        const detail: Record<string, unknown> = { elapsedMs: elapsed() }
+        for (const p of params) { const [k, v] = p.split('='); if (k !== undefined && v !== undefined) detail[k] = v }
+        if (name === 'signalled' || name === 'called-back') onStage?.(name, detail)
+        continue
+      }
+      if (res.status === 200) {
+        const s: Session = { socket: sock, session: res.headers.get('beckon-session') ?? '', channel: res.headers.get('beckon-channel') ?? '', elapsedMs: elapsed() }
+        onStage?.('connected', { elapsedMs: s.elapsedMs, session: s.session, channel: s.channel })
+        return s
+      }
+      const code = res.error !== undefined && res.error.code in ERRORS ? res.error.code as ErrorCode : STATUS_CODES[res.status] ?? 'BECKON_ERR_PROTOCOL'
+      const detail = res.error?.message ?? `relay answered ${res.status}`
+      // Keep the relay's own wording: it already starts with the table's message.
+      const err = new BeckonError(code, detail.startsWith(ERRORS[code].message) ? detail.slice(ERRORS[code].message.length).replace(/^: /, '') || undefined : detail)
+      throw Object.assign(err, { httpStatus: res.status })
+    }
+  } catch (err) {
+    sock.destroy()
+    throw err
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The gateway (second, private proxy inside the carrier network): steps D–H.
+ *
+ *   signal in (SMS deliver_sm) → open + authenticate + freshness + replay check
+ *   → E/F: connect the terminal's predetermined port (outbound, inside the carrier)
+ *   → G: connect the relay named in the signal (outbound through the NAT)
+ *   → H: hello with the session id and proof; on the relay's ack, splice.
+ *
+ * A signal that fails any check is logged with its code and nothing is dialled. When the
+ * terminal does not answer, the gateway still dials back, saying so, so the client
+ * gets a prompt 502 instead of waiting out the wake timeout.
+ */
+import type { KeyObject } from 'node:crypto'
+import type { EventEmitter } from 'node:events'
+import type { Socket } from 'node:net'
+import { Fields, type Obj } from '../../core/config.js'
+import { BeckonError, toBeckonError } from '../../core/errors.js'
+import { privateKeyFromRaw, publicKeyFromRaw } from '../../core/keys.js'
+import type { Logger } from '../../core/log.js'
+import { connectTcp, readExact, splice } from '../../core/stream.js'
+import { ACK_SIZE, DialbackStatus, decodeAck, encodeHello } from '../../proto/dialback/dialback.js'
+import { ReplayCache, dialbackProof, openSignal, type Signal } from '../../proto/signal/token.js'
+
+export interface TerminalRoute { host: string, port: number }
+
+export interface GatewayConfig {
+  smpp: { url: string, systemId: string, password: string, addressRange: string } | undefined
+  x25519Private: KeyObject
+  trustedRelays: KeyObject[]
+  /** MSISDN or e-mail reference → the terminal's agent address. */
+  terminals: Map<string, TerminalRoute>
+  connectTimeoutMs: number
+  maxSignalLifetimeSec: number
+}
+
+export function parseGatewayConfig (obj: Obj, source = 'gateway.yaml'): GatewayConfig {
+  const f = new Fields(obj, source)
+  const s = f.sub('smpp')
+  const terminals = new Map<string, TerminalRoute>()
+  for (const [ref, t] of f.entries('terminals')) terminals.set(ref, t.hostPort('address'))
+  const relays = f.strList('trusted_relays')
+  if (relays.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${source}.trusted_relays must name at least one relay key`)
+  return {
+    smpp: f.has('smpp') ? { url: s.str('url'), systemId: s.str('system_id'), password: s.str('password'), addressRange: s.str('address_range', '') } : undefined,
+    x25519Private: privateKeyFromRaw('x25519', f.sub('keys').str('x25519_private'), `${source}.keys.x25519_private`),
+    trustedRelays: relays.map((k, i) => publicKeyFromRaw('x25519', k, `${source}.trusted_relays[${i}]`)),
+    terminals,
+    connectTimeoutMs: f.ms('connect_timeout', 5_000),
+    maxSignalLifetimeSec: f.num('max_signal_lifetime_s', 3600, 1),
+  }
+}
+
+export interface GatewayStats {
+  signals: number
+  refused: Record<string, number>
+  dialbacks: number
+  unreachable: number
+  active: number
+}
+
+export class Gateway {
+  readonly stats: GatewayStats = { signals: 0, refused: {}, dialbacks: 0, unreachable: 0, active: 0 }
+  private readonly replay = new ReplayCache()
+  private readonly sockets = new Set<Socket>()
+
+  constructor (private readonly cfg: GatewayConfig, private readonly log: Logger, private readonly now: () => number = Date.now) {}
+
+  /** Wires an inbox that emits `signal` ({ token, from, to }) and `invalid` (err, meta). */
+  attach (inbox: EventEmitter, channel: string): void {
+    inbox.on('signal', (m: { token: Buffer, from: string, to: string }) => { void this.handle(m.token, { channel, from: m.from, to: m.to }) })
+    inbox.on('invalid', (err: unknown, meta: Record<string, unknown>) => this.refuse(toBeckonError(err, 'BECKON_ERR_SMS_MALFORMED'), { channel, ...meta }))
+  }
+
+  private refuse (e: BeckonError, meta: Record<string, unknown>): void {
+    this.stats.refused[e.code] = (this.stats.refused[e.code] ?? 0) + 1
+    this.log.warn({ code: e.code, err: e.message, ...meta }, 'gateway: signal refused; nothing dialled')
+  }
+
+  /** Handles one token from any channel. Never throws. */
+  async handle (token: Buffer, meta: Record<string, unknown>): Promise<void> {
+    this.stats.signals++
+    const nowSec = Math.floor(this.now() / 1000)
+    let s: Signal
+    try {
+      s = openSignal(token, { gatewayPrivate: this.cfg.x25519Private, relays: this.cfg.trustedRelays, now: nowSec, maxLifetimeSec: this.cfg.maxSignalLifetimeSec })
+      this.replay.admit(s.sessionId, s.expiry, nowSec)
+    } catch (err) {
+      this.refuse(toBeckonError(err, 'BECKON_ERR_SIGNAL_MALFORMED'), meta)
+      return
+    }
+    const session = s.sessionId.toString('hex')
+    const log = this.log.child({ session, reference: s.reference })
+    const route = this.cfg.terminals.get(s.reference)
+    if (route === undefined) {
+      this.refuse(new BeckonError('BECKON_ERR_UNKNOWN_DEVICE', `no terminal for reference ${s.reference}`), { ...meta, session })
+      return
+    }
+    log.info({ stage: 'signalled', ...meta }, 'gateway: signal accepted')
+
+    let terminal: Socket | undefined
+    let status = DialbackStatus.CONNECTED
+    try {
+      terminal = await connectTcp(route.host, route.port, this.cfg.connectTimeoutMs)
+      this.track(terminal)
+      log.info({ stage: 'terminal-connected', terminal: `${route.host}:${route.port}` }, 'gateway: terminal answered')
+    } catch (err) {
+      status = DialbackStatus.UNREACHABLE
+      this.stats.unreachable++
+      log.warn({ err: toBeckonError(err).message, terminal: `${route.host}:${route.port}` }, 'gateway: terminal unreachable; telling the relay')
+    }
+
+    let relay: Socket | undefined
+    try {
+      relay = await connectTcp(s.relayAddress, s.dialbackPort, this.cfg.connectTimeoutMs)
+      this.track(relay)
+      this.stats.dialbacks++
+      relay.write(encodeHello({ status, sessionId: s.sessionId, proof: dialbackProof(s.sessionKey, s.sessionId) }))
+      const accepted = decodeAck(await readExact(relay, ACK_SIZE, 'dial-back ack', this.cfg.connectTimeoutMs))
+      if (!accepted) throw new BeckonError('BECKON_ERR_DIALBACK_REFUSED', 'the relay refused the dial-back')
+      if (terminal === undefined) { relay.end(); return }
+      log.info({ stage: 'spliced' }, 'gateway: splicing relay and terminal')
+      this.stats.active++
+      const moved = await splice(relay, terminal)
+      this.stats.active--
+      log.info({ stage: 'closed', ...moved }, 'gateway: session closed')
+    } catch (err) {
+      const e = toBeckonError(err)
+      log.warn({ code: e.code, err: e.message }, 'gateway: dial-back failed')
+      relay?.destroy()
+      terminal?.destroy()
+    }
+  }
+
+  private track (sock: Socket): void {
+    sock.on('error', () => {})
+    this.sockets.add(sock)
+    sock.once('close', () => this.sockets.delete(sock))
+  }
+
+  close (): void {
+    for (const s of this.sockets) s.destroy()
+  }
+}

@@ -1,0 +1,74 @@
+// Relay + gateway + agent + client on loopback (tier 2). The namespace lab repeats
+// this over real SMPP, nftables and separate processes (test/netns/lab.test.ts).
+import t from 'tap'
+import { openSession } from '../../../src/roles/client/client.js'
+import { rig, httpGet } from '../../helpers/rendezvous.js'
+
+t.test('CONNECT → signal → dial-back → descriptor → 200 → service bytes', async (t) => {
+  const r = await rig(t)
+  const stages: string[] = []
+  const s = await openSession(r.client(), `patient-phone:${r.servicePort}`, (st) => stages.push(st))
+  t.same(stages, ['connecting', 'requested', 'signalled', 'called-back', 'connected'])
+  t.equal(s.channel, 'sms')
+  t.match(s.session, /^[0-9a-f]{24}$/)
+  t.same(JSON.parse(await httpGet(s.socket)), { readings: [{ mmol: 5.4 }] })
+  t.equal(r.agent.stats.accepted, 1)
+  t.equal(r.sms.sent.length, 1)
+  t.ok(r.sms.sent[0]!.token.length <= 128, 'the token fits one SMS')
+})
+
+t.test('refusals carry the statuses and codes the architecture lists', async (t) => {
+  const r = await rig(t, { wakeTimeout: '300ms' })
+  const cases: Array<[string, () => ReturnType<typeof openSession>, string]> = [
+    ['wrong password', () => openSession(r.client('alice', 'nope'), `patient-phone:${r.servicePort}`), 'BECKON_ERR_AUTH_FAILED'],
+    ['no credentials', () => openSession({ ...r.client(), user: undefined }, `patient-phone:${r.servicePort}`), 'BECKON_ERR_AUTH_REQUIRED'],
+    ['unknown device', () => openSession(r.client(), 'no-such-phone:80'), 'BECKON_ERR_UNKNOWN_DEVICE'],
+    ['user without access', () => openSession(r.client('mallory', 'mallory-pw'), `patient-phone:${r.servicePort}`), 'BECKON_ERR_FORBIDDEN'],
+    ['port not allowed', () => openSession(r.client(), 'patient-phone:22'), 'BECKON_ERR_FORBIDDEN'],
+    ['bad target', () => openSession(r.client(), 'Patient_Phone:x'), 'BECKON_ERR_BAD_REQUEST'],
+  ]
+  for (const [what, fn, code] of cases) await t.rejects(fn(), { code }, what)
+  t.equal(r.sms.sent.length, 0, 'no signal was sent for any refused request')
+
+  r.deliver.on = false
+  const t0 = Date.now()
+  await t.rejects(openSession(r.client(), `patient-phone:${r.servicePort}`), { code: 'BECKON_ERR_WAKE_TIMEOUT', httpStatus: 504 }, 'gateway silent → 504')
+  t.ok(Date.now() - t0 >= 300, 'after the wake timeout')
+})
+
+t.test('terminal agent down → 502 promptly', async (t) => {
+  const r = await rig(t, { agentDown: true, wakeTimeout: '10s' })
+  const t0 = Date.now()
+  await t.rejects(openSession(r.client(), `patient-phone:${r.servicePort}`), { code: 'BECKON_ERR_TERMINAL_UNREACHABLE', httpStatus: 502 })
+  t.ok(Date.now() - t0 < 5_000, 'long before the wake timeout')
+})
+
+t.test('a replayed token is refused by the gateway and dials nothing', async (t) => {
+  const r = await rig(t)
+  const s = await openSession(r.client(), `patient-phone:${r.servicePort}`)
+  s.socket.destroy()
+  const dialbacks = r.gateway.stats.dialbacks
+  await r.gateway.handle(r.sms.sent[0]!.token, { channel: 'test' })
+  t.equal(r.gateway.stats.refused.BECKON_ERR_SIGNAL_REPLAYED, 1)
+  t.equal(r.gateway.stats.dialbacks, dialbacks, 'no dial-back for the replay')
+  const forged = Buffer.from(r.sms.sent[0]!.token)
+  forged[40]! ^= 0xff
+  await r.gateway.handle(forged, { channel: 'test' })
+  t.equal(r.gateway.stats.refused.BECKON_ERR_SIGNAL_FORGED, 1)
+})
+
+t.test('50 concurrent sessions all succeed and all close', async (t) => {
+  const r = await rig(t)
+  const sessions = await Promise.all(Array.from({ length: 50 }, async () => {
+    const s = await openSession(r.client(), `patient-phone:${r.servicePort}`)
+    return JSON.parse(await httpGet(s.socket)) as unknown
+  }))
+  t.equal(sessions.length, 50)
+  t.ok(sessions.every((b) => JSON.stringify(b) === '{"readings":[{"mmol":5.4}]}'))
+  t.equal(r.agent.stats.accepted, 50)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(r.relay.stats.active, 0, 'relay: no session left open')
+  t.equal(r.relay.stats.pending, 0, 'relay: nothing waiting')
+  t.equal(r.gateway.stats.active, 0, 'gateway: no splice left')
+  t.equal(r.agent.stats.active, 0, 'agent: no splice left')
+})
