@@ -5,6 +5,9 @@
  */
 import { Command } from 'commander'
 import { createRequire } from 'node:module'
+import { registerConnect } from './connect.js'
+import { registerLab } from './lab.js'
+import { registerRoles } from './roles.js'
 import { registerVici } from './vici.js'
 
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string }
@@ -14,6 +17,9 @@ const program = new Command('beckon')
   .version(pkg.version)
   .showHelpAfterError()
 
+registerRoles(program)
+registerConnect(program)
 registerVici(program)
+registerLab(program)
 
 await program.parseAsync(process.argv)

@@ -1,0 +1,119 @@
+/**
+ * `beckon connect <device> --tcp <port> -L <localport>`: the client terminal.
+ *
+ * Relay and credentials come from flags, else from the client config
+ * (--config, BECKON_CLIENT_CONFIG, /etc/beckon/client.yaml) and BECKON_CLIENT_* vars.
+ * Stages go to stderr as plain lines (or JSON lines with --json). Raw mode opens one
+ * relay session per local connection; the first is opened at once, so the stages and
+ * any refusal show before the first local client arrives.
+ */
+import type { Command } from 'commander'
+import { existsSync, readFileSync } from 'node:fs'
+import net, { type Socket } from 'node:net'
+import { Fields, loadRoleConfig } from '../core/config.js'
+import { BeckonError } from '../core/errors.js'
+import { splice } from '../core/stream.js'
+import { openSession, type ClientOptions, type Session, type Stage } from '../roles/client/client.js'
+import { exitWithError } from './output.js'
+
+interface ConnectFlags {
+  relay?: string
+  tcp?: string
+  listen?: string
+  L?: string
+  user?: string
+  config?: string
+  json?: boolean
+  once?: boolean
+}
+
+function clientOptions (flags: ConnectFlags): ClientOptions {
+  const path = flags.config ?? process.env.BECKON_CLIENT_CONFIG ?? (existsSync('/etc/beckon/client.yaml') ? '/etc/beckon/client.yaml' : undefined)
+  const f = new Fields(loadRoleConfig('client', path), path ?? 'client config')
+  const raw = { ...f.obj }
+  if (flags.relay !== undefined) raw.relay = flags.relay
+  if (flags.user !== undefined) raw.user = flags.user
+  const g = new Fields(raw, f.path)
+  if (!g.has('relay')) throw new BeckonError('BECKON_ERR_USAGE', 'no relay: pass --relay host:port or set relay in the client config')
+  const tls = g.bool('tls', true)
+  const ca = g.optStr('ca')
+  return {
+    relay: g.hostPort('relay'),
+    tls: tls ? { ca: ca === undefined ? undefined : readFileSync(ca), servername: g.optStr('servername') } : undefined,
+    user: g.optStr('user'),
+    password: g.optStr('password') ?? process.env.BECKON_PASSWORD,
+    token: g.optStr('token'),
+  }
+}
+
+function reporter (json: boolean, device: string): (stage: Stage, detail: Record<string, unknown>) => void {
+  return (stage, d) => {
+    if (json) { process.stderr.write(JSON.stringify({ stage, ...d }) + '\n'); return }
+    const ms = typeof d.elapsedMs === 'number' ? ` (${d.elapsedMs} ms)` : ''
+    const text: Record<Stage, string> = {
+      connecting: `connecting to relay ${String(d.relay)}`,
+      requested: `asking for ${device}${ms}`,
+      signalled: `signalled via ${String(d.channel ?? '?')}; waiting for call-back${ms}`,
+      'called-back': `terminal called back${ms}`,
+      connected: `connected${ms}, session ${String(d.session)}`,
+    }
+    process.stderr.write(`beckon: ${text[stage]}\n`)
+  }
+}
+
+async function connect (device: string, flags: ConnectFlags): Promise<void> {
+  if (flags.tcp === undefined) throw new BeckonError('BECKON_ERR_USAGE', 'IPsec mode is not available yet; pass --tcp <port> for raw mode')
+  const port = Number(flags.tcp)
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new BeckonError('BECKON_ERR_USAGE', `--tcp ${flags.tcp} is not a port`)
+  const localSpec = flags.L ?? flags.listen
+  if (localSpec === undefined) throw new BeckonError('BECKON_ERR_USAGE', 'pass -L <localport> (or [host:]port) to forward local connections')
+  const m = /^(?:(.+):)?(\d{1,5})$/.exec(localSpec)
+  if (m === null) throw new BeckonError('BECKON_ERR_USAGE', `-L ${localSpec}: expected [host:]port`)
+  const localHost = m[1] ?? '127.0.0.1'
+  const localPort = Number(m[2])
+  const opts = clientOptions(flags)
+  const target = `${device}:${port}`
+  const report = reporter(flags.json === true, target)
+
+  let first: Promise<Session> | undefined = openSession(opts, target, report)
+  await first // refusals end the command here, with their code
+  const server = net.createServer((local: Socket) => {
+    local.on('error', () => {})
+    local.pause()
+    const s = first ?? openSession(opts, target, flags.json === true ? report : undefined)
+    first = undefined
+    s.then(async (sess) => {
+      await splice(local, sess.socket)
+      if (flags.once === true) server.close()
+    }, (err: BeckonError) => {
+      process.stderr.write(`beckon: ${err.code}: ${err.message}\n`)
+      local.destroy()
+    })
+  })
+  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(localPort, localHost, resolve) })
+  const addr = server.address() as net.AddressInfo
+  if (flags.json === true) process.stderr.write(JSON.stringify({ stage: 'forwarding', listen: `${addr.address}:${addr.port}`, target }) + '\n')
+  else process.stderr.write(`beckon: forwarding ${addr.address}:${addr.port} → ${target}\n`)
+  const stop = (): void => { server.close(); process.exit(0) }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+}
+
+export function registerConnect (program: Command): void {
+  program.command('connect').description('reach a device through the relay and forward a local port to it')
+    .argument('<device>', 'device name, e.g. patient-phone')
+    .option('--relay <host:port>', 'relay client listener')
+    .option('--tcp <port>', 'raw TCP mode: the service port on the device')
+    .option('-L, --listen <[host:]port>', 'local port to forward')
+    .option('--user <name>', 'user name (password from the config or BECKON_PASSWORD)')
+    .option('--config <path>', 'client config YAML')
+    .option('--json', 'print stages as JSON lines on stderr')
+    .option('--once', 'exit after the first forwarded connection ends')
+    .action(async (device: string, flags: ConnectFlags) => {
+      try {
+        await connect(device, flags)
+      } catch (err) {
+        exitWithError(err)
+      }
+    })
+}

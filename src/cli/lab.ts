@@ -1,0 +1,71 @@
+/**
+ * `beckon lab up | down | status [--json] | exec <node> -- <cmd…>`: the namespace test
+ * network (src/lab/lab.ts). Needs root. State lives in --state-dir
+ * (env BECKON_LAB_DIR, default /tmp/beckon-lab); namespaces are `<prefix>-<node>`.
+ */
+import type { Command } from 'commander'
+import { BeckonError } from '../core/errors.js'
+import { NODE_NAMES, labDown, labExec, labStatus, labUp, type LabState } from '../lab/lab.js'
+import { exitWithError, printJson } from './output.js'
+
+interface LabFlags { stateDir: string, prefix: string, json?: boolean }
+
+const defaults = { stateDir: process.env.BECKON_LAB_DIR ?? '/tmp/beckon-lab', prefix: process.env.BECKON_LAB_PREFIX ?? 'beckon' }
+
+function table (st: LabState): string {
+  const rows = NODE_NAMES.map((n) => `  ${n.padEnd(11)} ${st.nodes[n].netns.padEnd(20)} ${Object.entries(st.nodes[n].addresses).map(([i, a]) => `${i} ${a}`).join(', ')}`)
+  return [
+    'nodes:',
+    ...rows,
+    '',
+    `relay:     CONNECT listener https://${st.relay.client} (CA ${st.relay.ca}), dial-back ${st.relay.dialback}`,
+    `terminal:  ${st.terminal.device} (MSISDN ${st.terminal.msisdn}), agent ${st.terminal.agent}, service ${st.terminal.services.join(', ')}`,
+    `user:      ${st.user.name} / ${st.user.password}   (visitor without access: ${st.visitor.name} / ${st.visitor.password})`,
+    '',
+    'try:',
+    `  beckon lab exec client -- beckon connect ${st.terminal.device} --tcp 8080 -L 18080 &`,
+    '  beckon lab exec client -- curl -s http://127.0.0.1:18080/glucose',
+    `  beckon lab exec client -- curl -s --proxytunnel --proxy https://${st.user.name}:${st.user.password}@${st.relay.client} --proxy-cacert ${st.relay.ca} http://${st.terminal.device}:8080/glucose`,
+    `  beckon lab exec client -- curl -m 3 http://${st.terminal.services[0]}/glucose    # direct: refused by carrier-fw`,
+    `logs: ${st.stateDir}/logs`,
+  ].join('\n')
+}
+
+export function registerLab (program: Command): void {
+  const lab = program.command('lab').description('build, inspect and tear down the namespace test network (root)')
+  const common = (c: Command): Command => c
+    .option('--state-dir <dir>', 'lab state directory (env BECKON_LAB_DIR)', defaults.stateDir)
+    .option('--prefix <p>', 'namespace name prefix (env BECKON_LAB_PREFIX)', defaults.prefix)
+
+  common(lab.command('up').description('create the nodes, start SMSC, relay, gateway, agent and the sample service'))
+    .option('--json', 'print the status as JSON')
+    .action(async (f: LabFlags) => {
+      try {
+        const st = await labUp({ stateDir: f.stateDir, prefix: f.prefix })
+        if (f.json === true) printJson(labStatus(st.stateDir))
+        else process.stdout.write(table(st) + '\n')
+      } catch (err) { exitWithError(err) }
+    })
+  common(lab.command('down').description('stop every process and remove every namespace and file of the lab'))
+    .action(async (f: LabFlags) => {
+      try { await labDown(f.stateDir, f.prefix) } catch (err) { exitWithError(err) }
+    })
+  common(lab.command('status').description('nodes, addresses, credentials and processes'))
+    .option('--json', 'as JSON')
+    .action((f: LabFlags) => {
+      try {
+        const st = labStatus(f.stateDir)
+        if (f.json === true) printJson(st)
+        else process.stdout.write(table(st) + '\n\nprocesses:\n' + Object.entries(st.running).map(([n, up]) => `  ${n.padEnd(8)} ${up ? 'running' : 'STOPPED'} (pid ${st.processes[n]!.pid})`).join('\n') + '\n')
+      } catch (err) { exitWithError(err) }
+    })
+  common(lab.command('exec').description('run a command in a node: beckon lab exec client -- curl …'))
+    .argument('<node>', `one of ${NODE_NAMES.join(', ')}`)
+    .argument('<cmd...>', 'the command and its arguments (after --)')
+    .action(async (node: string, cmd: string[], f: LabFlags) => {
+      try {
+        if (cmd.length === 0) throw new BeckonError('BECKON_ERR_USAGE', 'nothing to run')
+        process.exitCode = await labExec(f.stateDir, node, cmd)
+      } catch (err) { exitWithError(err) }
+    })
+}

@@ -1,0 +1,113 @@
+/**
+ * Composition roots: one per role. Each reads its YAML (+ BECKON_<ROLE>_* overrides),
+ * builds its parts, listens, and shuts down on SIGTERM/SIGINT.
+ */
+import type { Command } from 'commander'
+import { Fields, loadRoleConfig } from '../core/config.js'
+import { generateRawKeyPair } from '../core/keys.js'
+import { createLogger, type Logger } from '../core/log.js'
+import { SmsChannel, type SignalChannel } from '../channels/channel.js'
+import { SmppBind, SmppSmsReceiver, SmppSmsSender } from '../channels/sms/smpp.js'
+import { LocalDirectory, hashPassword } from '../directory/directory.js'
+import { Smsc } from '../lab/smsc.js'
+import { Agent, parseAgentConfig } from '../roles/agent/agent.js'
+import { Gateway, parseGatewayConfig } from '../roles/gateway/gateway.js'
+import { Relay } from '../roles/relay/relay.js'
+import { parseRelayConfig } from '../roles/relay/config.js'
+import { exitWithError } from './output.js'
+import { BeckonError } from '../core/errors.js'
+
+function onShutdown (log: Logger, stop: () => Promise<void>): void {
+  let stopping = false
+  const handler = (sig: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal: sig }, 'shutting down')
+    stop().catch((err) => log.error({ err }, 'shutdown failed')).finally(() => process.exit(0))
+    setTimeout(() => process.exit(1), 5_000).unref()
+  }
+  process.once('SIGTERM', () => handler('SIGTERM'))
+  process.once('SIGINT', () => handler('SIGINT'))
+}
+
+async function relay (configPath: string | undefined): Promise<void> {
+  const cfg = parseRelayConfig(loadRoleConfig('relay', configPath), configPath ?? 'relay config')
+  const log = createLogger({ name: 'relay' })
+  const channels = new Map<string, SignalChannel>()
+  let bind: SmppBind | undefined
+  if (cfg.smpp !== undefined) {
+    bind = new SmppBind({ url: cfg.smpp.url, systemId: cfg.smpp.systemId, password: cfg.smpp.password, mode: 'transmitter', log })
+    bind.start()
+    channels.set('sms', new SmsChannel(new SmppSmsSender(bind, cfg.smpp.sourceAddr)))
+  }
+  const r = new Relay({ config: cfg, directory: new LocalDirectory(cfg.users), channels, log })
+  await r.listen()
+  onShutdown(log, async () => { await r.close(); await bind?.stop() })
+}
+
+async function gateway (configPath: string | undefined): Promise<void> {
+  const cfg = parseGatewayConfig(loadRoleConfig('gateway', configPath), configPath ?? 'gateway config')
+  const log = createLogger({ name: 'gateway' })
+  const g = new Gateway(cfg, log)
+  if (cfg.smpp === undefined) throw new BeckonError('BECKON_ERR_CONFIG', 'gateway: no signal channel configured (smpp)')
+  const bind = new SmppBind({ url: cfg.smpp.url, systemId: cfg.smpp.systemId, password: cfg.smpp.password, mode: 'receiver', addressRange: cfg.smpp.addressRange, log })
+  g.attach(new SmppSmsReceiver(bind), 'sms')
+  bind.start()
+  log.info({ terminals: [...cfg.terminals.keys()] }, 'gateway started')
+  onShutdown(log, async () => { await bind.stop(); g.close() })
+}
+
+async function agent (configPath: string | undefined): Promise<void> {
+  const cfg = parseAgentConfig(loadRoleConfig('agent', configPath), configPath ?? 'agent config')
+  const log = createLogger({ name: 'agent' })
+  const a = new Agent(cfg, log)
+  await a.listen()
+  onShutdown(log, () => a.close())
+}
+
+async function smsc (configPath: string | undefined): Promise<void> {
+  const f = new Fields(loadRoleConfig('smsc', configPath), configPath ?? 'smsc config')
+  const log = createLogger({ name: 'smsc' })
+  const s = new Smsc({
+    accounts: f.entries('accounts').map(([systemId, a]) => ({ systemId, password: a.str('password'), addressRange: a.optStr('address_range') })),
+    log,
+  })
+  const listen = f.hostPort('listen', '0.0.0.0:2775')
+  const port = await s.listen(listen.port, listen.host)
+  log.info({ listen: `${listen.host}:${port}` }, 'smsc listening')
+  onShutdown(log, () => s.close())
+}
+
+export function registerRoles (program: Command): void {
+  const roles: Array<[string, string, (p: string | undefined) => Promise<void>]> = [
+    ['relay', 'run the public relay (CONNECT listener, signals, dial-backs)', relay],
+    ['gateway', 'run the carrier-side gateway (receives signals, dials out)', gateway],
+    ['agent', 'run the terminal agent (predetermined port, local services)', agent],
+    ['smsc', 'run the lab store-and-forward SMSC (SMPP)', smsc],
+  ]
+  for (const [name, description, start] of roles) {
+    program.command(name).description(description)
+      .option('-c, --config <path>', `YAML config (default /etc/beckon/${name}.yaml; BECKON_${name.toUpperCase()}_* overrides keys)`)
+      .action(async (o: { config?: string }) => {
+        try {
+          await start(o.config ?? process.env[`BECKON_${name.toUpperCase()}_CONFIG`] ?? `/etc/beckon/${name}.yaml`)
+        } catch (err) {
+          exitWithError(err)
+        }
+      })
+  }
+  program.command('keygen').description('print a fresh key pair (raw 32 bytes, base64url) as JSON')
+    .argument('<kind>', 'x25519 (signals) or ed25519 (descriptors)')
+    .action((kind: string) => {
+      if (kind !== 'x25519' && kind !== 'ed25519') exitWithError(new BeckonError('BECKON_ERR_USAGE', 'kind must be x25519 or ed25519'))
+      process.stdout.write(JSON.stringify(generateRawKeyPair(kind)) + '\n')
+    })
+  program.command('hash-password').description('read a password on stdin, print its scrypt hash for relay.yaml')
+    .action(async () => {
+      let pw = ''
+      for await (const chunk of process.stdin) pw += String(chunk)
+      pw = pw.replace(/\r?\n$/, '')
+      if (pw === '') exitWithError(new BeckonError('BECKON_ERR_USAGE', 'empty password on stdin'))
+      process.stdout.write(await hashPassword(pw) + '\n')
+    })
+}

@@ -1,0 +1,352 @@
+/**
+ * The namespace lab: the test network of docs/architecture.md on one host.
+ *
+ *   [client]──┐                             ┌──[relay]
+ *   [smsc]────┤ internet 198.51.100.0/24    ├──[mail]
+ *             └─────────[switch: br-inet]───┴──[carrier-fw] nftables: masquerade out,
+ *                                                   │           drop every new inbound
+ *                                                   │ carrier 203.0.113.0/24
+ *                              [gateway]──[switch: br-carrier]──[terminal]
+ *
+ * Every node is a namespace `<prefix>-<node>`; both bridges live in `<prefix>-switch`.
+ * Internet nodes route 203.0.113.0/24 via the firewall, so a direct connection to the
+ * terminal reaches carrier-fw and is dropped there (not merely unroutable).
+ * `up` writes configs, keys, a lab CA and the relay's certificate under the state
+ * directory, starts each role as its own process in its node, and waits for readiness.
+ */
+import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { stringify as toYaml } from 'yaml'
+import { BeckonError } from '../core/errors.js'
+import { generateRawKeyPair } from '../core/keys.js'
+import { hashPassword } from '../directory/directory.js'
+import { run, waitFor } from './exec.js'
+import { Netns, createNetns, deleteNetns, listNetns, veth } from './netns.js'
+
+export const NODE_NAMES = ['client', 'relay', 'smsc', 'mail', 'carrier-fw', 'gateway', 'terminal'] as const
+export type NodeName = typeof NODE_NAMES[number]
+
+/** Addresses per node and interface (documentation ranges only). */
+export const ADDRESSES: Record<NodeName, Record<string, string>> = {
+  client: { eth0: '198.51.100.10/24' },
+  relay: { eth0: '198.51.100.20/24' },
+  smsc: { eth0: '198.51.100.30/24' },
+  mail: { eth0: '198.51.100.40/24' },
+  'carrier-fw': { inet0: '198.51.100.1/24', carr0: '203.0.113.1/24' },
+  gateway: { eth0: '203.0.113.10/24' },
+  terminal: { eth0: '203.0.113.20/24' },
+}
+const PUBLIC = ['client', 'relay', 'smsc', 'mail'] as const
+const CARRIER = ['gateway', 'terminal'] as const
+
+export const PORTS = { relayClient: 8443, relayDialback: 7001, smpp: 2775, agent: 7400, service: 8080 }
+export const DEVICE = { name: 'patient-phone', msisdn: '+15550100' }
+
+const PKG_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+const BECKON_MAIN = join(PKG_ROOT, 'dist/cli/main.js')
+const GLUCOSE = join(PKG_ROOT, 'examples/telemedicine/glucose-service.mjs')
+
+export interface LabProcess { node: NodeName, pid: number, log: string, cmd: string[] }
+
+export interface LabState {
+  prefix: string
+  stateDir: string
+  nodes: Record<NodeName, { netns: string, addresses: Record<string, string> }>
+  relay: { client: string, dialback: string, ca: string }
+  terminal: { device: string, msisdn: string, agent: string, services: string[] }
+  user: { name: string, password: string }
+  visitor: { name: string, password: string }
+  clientConfig: string
+  processes: Record<string, LabProcess>
+}
+
+export interface LabOptions {
+  stateDir: string
+  prefix: string
+}
+
+const ip = (cidr: string): string => cidr.split('/')[0]!
+
+function statePath (dir: string): string { return join(dir, 'lab.json') }
+
+export function readLabState (stateDir: string): LabState {
+  const p = statePath(stateDir)
+  if (!existsSync(p)) throw new BeckonError('BECKON_ERR_LAB', `no lab at ${stateDir} (run beckon lab up)`)
+  return JSON.parse(readFileSync(p, 'utf8')) as LabState
+}
+
+function nodeNs (prefix: string, node: NodeName | 'switch'): Netns {
+  return new Netns(`${prefix}-${node}`)
+}
+
+// ---- network --------------------------------------------------------------------
+
+async function buildNetwork (prefix: string): Promise<void> {
+  const sw = await createNetns(`${prefix}-switch`)
+  await sw.ip('link', 'add', 'br-inet', 'type', 'bridge')
+  await sw.ip('link', 'add', 'br-carrier', 'type', 'bridge')
+  await sw.up('br-inet')
+  await sw.up('br-carrier')
+  const ns = Object.fromEntries(await Promise.all(NODE_NAMES.map(async (n) => [n, await createNetns(`${prefix}-${n}`)] as const))) as Record<NodeName, Netns>
+
+  const attach = async (node: NodeName, ifName: string, bridge: string, swIf: string): Promise<void> => {
+    await veth(ns[node], ifName, sw, swIf)
+    await sw.ip('link', 'set', swIf, 'master', bridge)
+    await ns[node].addAddress(ifName, ADDRESSES[node][ifName]!)
+  }
+  for (const n of PUBLIC) await attach(n, 'eth0', 'br-inet', `i-${n}`)
+  await attach('carrier-fw', 'inet0', 'br-inet', 'i-fw')
+  await attach('carrier-fw', 'carr0', 'br-carrier', 'c-fw')
+  for (const n of CARRIER) await attach(n, 'eth0', 'br-carrier', `c-${n}`)
+
+  // Public nodes know the carrier range lies behind the firewall; carrier nodes use
+  // it as their default gateway (their only way out).
+  for (const n of PUBLIC) await ns[n].ip('route', 'add', '203.0.113.0/24', 'via', ip(ADDRESSES['carrier-fw'].inet0!))
+  for (const n of CARRIER) await ns[n].ip('route', 'add', 'default', 'via', ip(ADDRESSES['carrier-fw'].carr0!))
+
+  const fw = ns['carrier-fw']
+  await fw.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1'])
+  await fw.exec('nft', ['-f', '-'], { input: FIREWALL_RULES })
+}
+
+/** carrier-fw: masquerade what leaves the carrier; nothing new comes in. */
+export const FIREWALL_RULES = `
+table inet beckon_fw {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "carr0" oifname "inet0" accept
+    counter comment "new inbound: dropped"
+  }
+  chain input {
+    type filter hook input priority filter; policy drop;
+    iif "lo" accept
+    ct state established,related accept
+    iifname "carr0" icmp type echo-request accept
+  }
+}
+table ip beckon_nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat;
+    oifname "inet0" masquerade
+  }
+}
+`
+
+// ---- configs and credentials --------------------------------------------------------
+
+async function makeTls (dir: string): Promise<{ ca: string, cert: string, key: string }> {
+  const o = (f: string): string => join(dir, f)
+  writeFileSync(o('relay.ext'), `subjectAltName=IP:${ip(ADDRESSES.relay.eth0!)},DNS:relay.lab.beckon.example\n`)
+  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', o('ca.key'), '-out', o('ca.crt'), '-days', '30', '-subj', '/CN=Beckon lab CA'])
+  await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', o('relay.key'), '-out', o('relay.csr'), '-subj', '/CN=relay.lab.beckon.example'])
+  await run('openssl', ['x509', '-req', '-in', o('relay.csr'), '-CA', o('ca.crt'), '-CAkey', o('ca.key'), '-CAcreateserial', '-out', o('relay.crt'), '-days', '30', '-extfile', o('relay.ext')])
+  return { ca: o('ca.crt'), cert: o('relay.crt'), key: o('relay.key') }
+}
+
+function writeYaml (path: string, v: unknown): void {
+  writeFileSync(path, toYaml(v), { mode: 0o600 })
+}
+
+// ---- processes ----------------------------------------------------------------------
+
+function startProcess (st: LabState, name: string, node: NodeName, cmd: string[]): LabProcess {
+  const log = join(st.stateDir, 'logs', `${name}.log`)
+  const fd = openSync(log, 'a')
+  const child = spawn('ip', ['netns', 'exec', st.nodes[node].netns, ...cmd], { stdio: ['ignore', fd, fd], detached: true })
+  closeSync(fd)
+  child.unref()
+  if (child.pid === undefined) throw new BeckonError('BECKON_ERR_LAB', `cannot start ${name}`)
+  const p = { node, pid: child.pid, log, cmd }
+  st.processes[name] = p
+  return p
+}
+
+function alive (pid: number): boolean {
+  try { process.kill(pid, 0); return true } catch { return false }
+}
+
+async function listening (ns: string, port: number): Promise<boolean> {
+  const r = await run('ip', ['netns', 'exec', ns, 'ss', '-Hltn', `sport = :${port}`], { allowFail: true })
+  return r.stdout.trim() !== ''
+}
+
+function logHas (path: string, re: RegExp): boolean {
+  try { return re.test(readFileSync(path, 'utf8')) } catch { return false }
+}
+
+/** Starts (or restarts) one lab role and waits until it is ready. */
+export async function startRole (st: LabState, name: 'smsc' | 'relay' | 'gateway' | 'agent' | 'service'): Promise<void> {
+  const node = process.execPath
+  const cfg = (role: string): string => join(st.stateDir, 'etc', `${role}.yaml`)
+  const specs = {
+    smsc: { node: 'smsc' as const, cmd: [node, BECKON_MAIN, 'smsc', '--config', cfg('smsc')], ready: () => listening(st.nodes.smsc.netns, PORTS.smpp) },
+    relay: { node: 'relay' as const, cmd: [node, BECKON_MAIN, 'relay', '--config', cfg('relay')], ready: async () => await listening(st.nodes.relay.netns, PORTS.relayClient) && logHas(st.processes.relay?.log ?? '', /smpp bound/) },
+    gateway: { node: 'gateway' as const, cmd: [node, BECKON_MAIN, 'gateway', '--config', cfg('gateway')], ready: () => logHas(st.processes.gateway?.log ?? '', /smpp bound/) },
+    agent: { node: 'terminal' as const, cmd: [node, BECKON_MAIN, 'agent', '--config', cfg('agent')], ready: () => listening(st.nodes.terminal.netns, PORTS.agent) },
+    service: { node: 'terminal' as const, cmd: [node, GLUCOSE, String(PORTS.service), '0.0.0.0'], ready: () => listening(st.nodes.terminal.netns, PORTS.service) },
+  }
+  const s = specs[name]
+  const prev = st.processes[name]
+  if (prev !== undefined && alive(prev.pid)) throw new BeckonError('BECKON_ERR_LAB', `${name} is already running (pid ${prev.pid})`)
+  if (prev !== undefined) rmSync(prev.log, { force: true })
+  const p = startProcess(st, name, s.node, s.cmd)
+  writeFileSync(statePath(st.stateDir), JSON.stringify(st, null, 2))
+  await waitFor(`${name} to be ready`, async () => {
+    if (!alive(p.pid)) throw new BeckonError('BECKON_ERR_LAB', `${name} exited: ${readFileSync(p.log, 'utf8').trim().split('\n').slice(-3).join(' | ')}`)
+    return await s.ready()
+  }, 15_000)
+}
+
+/** Stops one lab role (SIGTERM, then SIGKILL). */
+export async function stopRole (st: LabState, name: string): Promise<void> {
+  const p = st.processes[name]
+  if (p === undefined || !alive(p.pid)) return
+  process.kill(p.pid, 'SIGTERM')
+  try {
+    await waitFor(`${name} to exit`, () => !alive(p.pid), 3_000)
+  } catch {
+    try { process.kill(p.pid, 'SIGKILL') } catch { /* gone */ }
+    await waitFor(`${name} to die`, () => !alive(p.pid), 2_000)
+  }
+}
+
+// ---- up / down / status ---------------------------------------------------------------
+
+export async function labUp (o: LabOptions): Promise<LabState> {
+  const stateDir = resolve(o.stateDir)
+  if (existsSync(statePath(stateDir))) throw new BeckonError('BECKON_ERR_LAB', `a lab is already up at ${stateDir}; run beckon lab down first`)
+  const taken = (await listNetns()).filter((n) => n.startsWith(`${o.prefix}-`))
+  if (taken.length > 0) throw new BeckonError('BECKON_ERR_LAB', `namespaces ${taken.join(', ')} exist; run beckon lab down or choose another --prefix`)
+  for (const d of ['etc', 'logs', 'tls', 'bin', 'client']) mkdirSync(join(stateDir, d), { recursive: true })
+
+  const nodes = Object.fromEntries(NODE_NAMES.map((n) => [n, { netns: `${o.prefix}-${n}`, addresses: ADDRESSES[n] }])) as LabState['nodes']
+  const relayAddr = ip(ADDRESSES.relay.eth0!)
+  const user = { name: 'dr-grey', password: randomBytes(9).toString('base64url') }
+  const visitor = { name: 'visitor', password: randomBytes(9).toString('base64url') }
+  const st: LabState = {
+    prefix: o.prefix,
+    stateDir,
+    nodes,
+    relay: { client: `${relayAddr}:${PORTS.relayClient}`, dialback: `${relayAddr}:${PORTS.relayDialback}`, ca: join(stateDir, 'tls', 'ca.crt') },
+    terminal: { device: DEVICE.name, msisdn: DEVICE.msisdn, agent: `${ip(ADDRESSES.terminal.eth0!)}:${PORTS.agent}`, services: [`${ip(ADDRESSES.terminal.eth0!)}:${PORTS.service}`] },
+    user,
+    visitor,
+    clientConfig: join(stateDir, 'client', 'client.yaml'),
+    processes: {},
+  }
+  // The state file goes first, so `down` can clean up after a failed `up`.
+  writeFileSync(statePath(stateDir), JSON.stringify(st, null, 2))
+  try {
+    await buildNetwork(o.prefix)
+    const tls = await makeTls(join(stateDir, 'tls'))
+    const relayX = generateRawKeyPair('x25519')
+    const relayEd = generateRawKeyPair('ed25519')
+    const gwX = generateRawKeyPair('x25519')
+    const smscUrl = `smpp://${ip(ADDRESSES.smsc.eth0!)}:${PORTS.smpp}`
+    const smppPw = { relay: randomBytes(6).toString('hex'), gateway: randomBytes(6).toString('hex') }
+    const etc = (f: string): string => join(stateDir, 'etc', f)
+
+    writeYaml(etc('smsc.yaml'), {
+      listen: `${ip(ADDRESSES.smsc.eth0!)}:${PORTS.smpp}`,
+      accounts: { relay: { password: smppPw.relay }, gateway: { password: smppPw.gateway, address_range: '+1555' } },
+    })
+    writeYaml(etc('relay.yaml'), {
+      client_listen: `${relayAddr}:${PORTS.relayClient}`,
+      tls: { cert: tls.cert, key: tls.key },
+      dialback_listen: `${relayAddr}:${PORTS.relayDialback}`,
+      public_address: relayAddr,
+      keys: { x25519_private: relayX.privateKey, ed25519_private: relayEd.privateKey },
+      smpp: { url: smscUrl, system_id: 'relay', password: smppPw.relay, source_addr: 'beckon' },
+      users: {
+        [user.name]: { password_hash: await hashPassword(user.password), groups: ['physicians'] },
+        [visitor.name]: { password_hash: await hashPassword(visitor.password), groups: ['visitors'] },
+      },
+      devices: {
+        [DEVICE.name]: {
+          msisdn: DEVICE.msisdn,
+          channels: ['sms'],
+          gateway_public_key: gwX.publicKey,
+          wake_timeout: '10s',
+          allow: [{ groups: ['physicians'], tcp: [PORTS.service] }],
+        },
+      },
+    })
+    writeYaml(etc('gateway.yaml'), {
+      smpp: { url: smscUrl, system_id: 'gateway', password: smppPw.gateway, address_range: '+1555' },
+      keys: { x25519_private: gwX.privateKey },
+      trusted_relays: [relayX.publicKey],
+      terminals: { [DEVICE.msisdn]: { address: st.terminal.agent } },
+      connect_timeout: '3s',
+    })
+    writeYaml(etc('agent.yaml'), {
+      listen: st.terminal.agent,
+      device: DEVICE.name,
+      relay_keys: [relayEd.publicKey],
+      tcp_ports: [PORTS.service],
+      service_host: '127.0.0.1',
+    })
+    writeYaml(st.clientConfig, { relay: st.relay.client, tls: true, ca: tls.ca, user: user.name, password: user.password })
+    // Public keys and secrets tests may need (e.g. to forge or replay signals).
+    writeYaml(etc('lab-secrets.yaml'), { smsc_url: smscUrl, smpp_relay_password: smppPw.relay, relay_x25519_public: relayX.publicKey, gateway_x25519_public: gwX.publicKey })
+    const shim = join(stateDir, 'bin', 'beckon')
+    writeFileSync(shim, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(BECKON_MAIN)} "$@"\n`)
+    chmodSync(shim, 0o755)
+
+    await startRole(st, 'smsc')
+    await startRole(st, 'service')
+    await startRole(st, 'agent')
+    await Promise.all([startRole(st, 'relay'), startRole(st, 'gateway')])
+    writeFileSync(statePath(stateDir), JSON.stringify(st, null, 2))
+    return st
+  } catch (err) {
+    await labDown(stateDir, o.prefix).catch(() => {})
+    throw err
+  }
+}
+
+export async function labDown (stateDir: string, prefix?: string): Promise<void> {
+  const dir = resolve(stateDir)
+  let pfx = prefix
+  if (existsSync(statePath(dir))) {
+    const st = readLabState(dir)
+    pfx = st.prefix
+    await Promise.all(Object.keys(st.processes).map((n) => stopRole(st, n).catch(() => {})))
+  }
+  if (pfx !== undefined) {
+    for (const n of await listNetns()) if (n.startsWith(`${pfx}-`)) await deleteNetns(n)
+  }
+  rmSync(dir, { recursive: true, force: true })
+}
+
+export interface LabStatus extends LabState {
+  running: Record<string, boolean>
+}
+
+export function labStatus (stateDir: string): LabStatus {
+  const st = readLabState(resolve(stateDir))
+  const running = Object.fromEntries(Object.entries(st.processes).map(([n, p]) => [n, alive(p.pid)]))
+  return { ...st, running }
+}
+
+/** Runs a command in a node with the lab's client config and `beckon` on PATH. */
+export function labExec (stateDir: string, node: string, argv: string[]): Promise<number> {
+  const st = readLabState(resolve(stateDir))
+  if (!(NODE_NAMES as readonly string[]).includes(node)) throw new BeckonError('BECKON_ERR_USAGE', `unknown node ${node}; nodes: ${NODE_NAMES.join(', ')}`)
+  if (argv.length === 0) throw new BeckonError('BECKON_ERR_USAGE', 'nothing to run')
+  const env = { ...process.env, PATH: `${join(st.stateDir, 'bin')}:${process.env.PATH ?? ''}`, BECKON_CLIENT_CONFIG: st.clientConfig }
+  const child = spawn('ip', ['netns', 'exec', st.nodes[node as NodeName].netns, ...argv], { stdio: 'inherit', env })
+  return new Promise((resolve) => {
+    const fwd = (sig: NodeJS.Signals): void => { child.kill(sig) }
+    process.on('SIGINT', fwd)
+    process.on('SIGTERM', fwd)
+    child.on('close', (code, signal) => {
+      process.off('SIGINT', fwd)
+      process.off('SIGTERM', fwd)
+      resolve(code ?? (signal === null ? 1 : 128))
+    })
+  })
+}
