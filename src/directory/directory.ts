@@ -66,6 +66,8 @@ export class LocalDirectory implements Directory {
   private readonly users = new Map<string, LocalUser>()
   private readonly cacheKey = randomBytes(32)
   private readonly verified = new Map<string, number>()
+  /** Verifications in progress, so a burst of identical logins runs scrypt once. */
+  private readonly inFlight = new Map<string, Promise<boolean>>()
 
   constructor (users: LocalUser[], private readonly cacheMs = 60_000) {
     for (const u of users) this.users.set(u.name, u)
@@ -86,7 +88,12 @@ export class LocalDirectory implements Directory {
     const mark = createHmac('sha256', this.cacheKey).update(c.user).update('\0').update(c.password).update('\0').update(u.passwordHash).digest('base64')
     const until = this.verified.get(mark)
     if (until !== undefined && until > Date.now()) return this.view(u)
-    if (!await verifyPassword(c.password, u.passwordHash)) throw new BeckonError('BECKON_ERR_AUTH_FAILED', `user ${c.user}`)
+    let check = this.inFlight.get(mark)
+    if (check === undefined) {
+      check = verifyPassword(c.password, u.passwordHash).finally(() => this.inFlight.delete(mark))
+      this.inFlight.set(mark, check)
+    }
+    if (!await check) throw new BeckonError('BECKON_ERR_AUTH_FAILED', `user ${c.user}`)
     if (this.verified.size > 10_000) this.verified.clear()
     this.verified.set(mark, Date.now() + this.cacheMs)
     return this.view(u)
