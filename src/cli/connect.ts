@@ -77,7 +77,7 @@ async function connect (device: string, flags: ConnectFlags): Promise<void> {
 
   let first: Promise<Session> | undefined = openSession(opts, target, report)
   await first // refusals end the command here, with their code
-  const server = net.createServer((local: Socket) => {
+  const server = net.createServer({ allowHalfOpen: true }, (local: Socket) => {
     local.on('error', () => {})
     local.pause()
     const s = first ?? openSession(opts, target, flags.json === true ? report : undefined)

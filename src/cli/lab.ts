@@ -8,7 +8,7 @@ import { BeckonError } from '../core/errors.js'
 import { NODE_NAMES, labDown, labExec, labStatus, labUp, type LabState } from '../lab/lab.js'
 import { exitWithError, printJson } from './output.js'
 
-interface LabFlags { stateDir: string, prefix: string, json?: boolean }
+interface LabFlags { stateDir: string, prefix: string, json?: boolean, withSink?: boolean }
 
 const defaults = { stateDir: process.env.BECKON_LAB_DIR ?? '/tmp/beckon-lab', prefix: process.env.BECKON_LAB_PREFIX ?? 'beckon' }
 
@@ -39,9 +39,10 @@ export function registerLab (program: Command): void {
 
   common(lab.command('up').description('create the nodes, start SMSC, relay, gateway, agent and the sample service'))
     .option('--json', 'print the status as JSON')
+    .option('--with-sink', 'also run the bench byte sink on terminal:9000 (bench/splice)')
     .action(async (f: LabFlags) => {
       try {
-        const st = await labUp({ stateDir: f.stateDir, prefix: f.prefix })
+        const st = await labUp({ stateDir: f.stateDir, prefix: f.prefix, sink: f.withSink })
         if (f.json === true) printJson(labStatus(st.stateDir))
         else process.stdout.write(table(st) + '\n')
       } catch (err) { exitWithError(err) }

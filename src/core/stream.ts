@@ -1,6 +1,10 @@
 /**
  * Byte-stream helpers for handshakes and the data path.
  *
+ * Data-path sockets are created with `allowHalfOpen`, so a peer's FIN travels through
+ * every hop as a FIN (pipe ends the other side) while the reverse direction keeps
+ * flowing, as in any TCP proxy worth the name.
+ *
  * Handshakes read exact, bounded amounts with a deadline and put back whatever
  * follows (`unshift`), so the splice that comes next loses no byte. The splice is two
  * `pipe`s: backpressure both ways, half-close passed on, nothing buffered beyond the
@@ -104,7 +108,7 @@ export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: num
 /** Connects with a deadline; the socket comes back paused, ready for a handshake. */
 export function connectTcp (host: string, port: number, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const sock = net.connect({ host, port })
+    const sock = net.connect({ host, port, allowHalfOpen: true })
     const timer = setTimeout(() => { sock.destroy(); reject(new BeckonError('BECKON_ERR_TIMEOUT', `connect ${host}:${port} after ${timeoutMs} ms`)) }, timeoutMs)
     sock.once('connect', () => { clearTimeout(timer); sock.pause(); resolve(sock) })
     sock.once('error', (err) => { clearTimeout(timer); reject(new BeckonError('BECKON_ERR_PROTOCOL', `connect ${host}:${port}: ${err.message}`)) })

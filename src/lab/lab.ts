@@ -42,12 +42,13 @@ export const ADDRESSES: Record<NodeName, Record<string, string>> = {
 const PUBLIC = ['client', 'relay', 'smsc', 'mail'] as const
 const CARRIER = ['gateway', 'terminal'] as const
 
-export const PORTS = { relayClient: 8443, relayDialback: 7001, smpp: 2775, agent: 7400, service: 8080 }
+export const PORTS = { relayClient: 8443, relayDialback: 7001, smpp: 2775, agent: 7400, service: 8080, sink: 9000 }
 export const DEVICE = { name: 'patient-phone', msisdn: '+15550100' }
 
 const PKG_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const BECKON_MAIN = join(PKG_ROOT, 'dist/cli/main.js')
 const GLUCOSE = join(PKG_ROOT, 'examples/telemedicine/glucose-service.mjs')
+const SINK = join(PKG_ROOT, 'bench/sink.mjs')
 
 export interface LabProcess { node: NodeName, pid: number, log: string, cmd: string[] }
 
@@ -66,6 +67,8 @@ export interface LabState {
 export interface LabOptions {
   stateDir: string
   prefix: string
+  /** Also run the bench sink on the terminal (port 9000) and allow it by policy. */
+  sink?: boolean
 }
 
 const ip = (cidr: string): string => cidr.split('/')[0]!
@@ -179,7 +182,7 @@ function logHas (path: string, re: RegExp): boolean {
 }
 
 /** Starts (or restarts) one lab role and waits until it is ready. */
-export async function startRole (st: LabState, name: 'smsc' | 'relay' | 'gateway' | 'agent' | 'service'): Promise<void> {
+export async function startRole (st: LabState, name: 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink'): Promise<void> {
   const node = process.execPath
   const cfg = (role: string): string => join(st.stateDir, 'etc', `${role}.yaml`)
   const specs = {
@@ -188,6 +191,7 @@ export async function startRole (st: LabState, name: 'smsc' | 'relay' | 'gateway
     gateway: { node: 'gateway' as const, cmd: [node, BECKON_MAIN, 'gateway', '--config', cfg('gateway')], ready: () => logHas(st.processes.gateway?.log ?? '', /smpp bound/) },
     agent: { node: 'terminal' as const, cmd: [node, BECKON_MAIN, 'agent', '--config', cfg('agent')], ready: () => listening(st.nodes.terminal.netns, PORTS.agent) },
     service: { node: 'terminal' as const, cmd: [node, GLUCOSE, String(PORTS.service), '0.0.0.0'], ready: () => listening(st.nodes.terminal.netns, PORTS.service) },
+    sink: { node: 'terminal' as const, cmd: [node, SINK, String(PORTS.sink), '0.0.0.0'], ready: () => listening(st.nodes.terminal.netns, PORTS.sink) },
   }
   const s = specs[name]
   const prev = st.processes[name]
@@ -271,7 +275,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
           channels: ['sms'],
           gateway_public_key: gwX.publicKey,
           wake_timeout: '10s',
-          allow: [{ groups: ['physicians'], tcp: [PORTS.service] }],
+          allow: [{ groups: ['physicians'], tcp: o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service] }],
         },
       },
     })
@@ -286,7 +290,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       listen: st.terminal.agent,
       device: DEVICE.name,
       relay_keys: [relayEd.publicKey],
-      tcp_ports: [PORTS.service],
+      tcp_ports: o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service],
       service_host: '127.0.0.1',
     })
     writeYaml(st.clientConfig, { relay: st.relay.client, tls: true, ca: tls.ca, user: user.name, password: user.password })
@@ -298,6 +302,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
 
     await startRole(st, 'smsc')
     await startRole(st, 'service')
+    if (o.sink === true) await startRole(st, 'sink')
     await startRole(st, 'agent')
     await Promise.all([startRole(st, 'relay'), startRole(st, 'gateway')])
     writeFileSync(statePath(stateDir), JSON.stringify(st, null, 2))

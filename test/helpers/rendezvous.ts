@@ -94,7 +94,8 @@ export function httpGet (sock: import('node:net').Socket, path = '/'): Promise<s
     let data = ''
     sock.setEncoding('utf8')
     sock.on('data', (d: string) => { data += d })
-    sock.once('end', () => resolve(data.slice(data.indexOf('\r\n\r\n') + 4)))
+    // The server closed its side; close ours, as an HTTP client does.
+    sock.once('end', () => { sock.end(); resolve(data.slice(data.indexOf('\r\n\r\n') + 4)) })
     sock.once('error', reject)
     sock.resume()
     sock.write(`GET ${path} HTTP/1.0\r\nHost: patient-phone\r\n\r\n`)

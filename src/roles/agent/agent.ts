@@ -48,7 +48,7 @@ export class Agent {
   private readonly sockets = new Set<Socket>()
 
   constructor (private readonly cfg: AgentConfig, private readonly log: Logger, private readonly now: () => number = Date.now) {
-    this.server = net.createServer((s) => { void this.onConnection(s) })
+    this.server = net.createServer({ allowHalfOpen: true }, (s) => { void this.onConnection(s) })
   }
 
   listen (): Promise<AddressInfo> {

@@ -42,8 +42,9 @@ function dial (o: ClientOptions, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const { host, port } = o.relay
     const sock: Socket = o.tls === undefined
-      ? net.connect({ host, port })
-      : tls.connect({ host, port, ca: o.tls.ca, servername: o.tls.servername ?? (net.isIP(host) === 0 ? host : undefined) })
+      ? net.connect({ host, port, allowHalfOpen: true })
+      // TLS over a half-close-capable TCP socket, so a FIN can pass through the tunnel.
+      : tls.connect({ socket: net.connect({ host, port, allowHalfOpen: true }), host, ca: o.tls.ca, servername: o.tls.servername ?? (net.isIP(host) === 0 ? host : undefined) })
     const ready = o.tls === undefined ? 'connect' : 'secureConnect'
     const timer = setTimeout(() => { sock.destroy(); reject(new BeckonError('BECKON_ERR_TIMEOUT', `relay ${host}:${port} did not answer`)) }, timeoutMs)
     sock.once(ready, () => { clearTimeout(timer); resolve(sock) })

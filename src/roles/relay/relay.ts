@@ -91,7 +91,7 @@ export class Relay {
     })
     this.clientServer.headersTimeout = 10_000
     this.clientServer.requestTimeout = 15_000
-    this.dialbackServer = net.createServer((sock) => { void this.onDialback(sock) })
+    this.dialbackServer = net.createServer({ allowHalfOpen: true }, (sock) => { void this.onDialback(sock) })
   }
 
   async listen (): Promise<{ client: AddressInfo, dialback: AddressInfo }> {
@@ -148,9 +148,10 @@ export class Relay {
       })
       clientGone.catch(() => {})
 
+      const signalStart = this.now()
       const channel = await this.signal(device, target, sessionId, key, log)
       if (progress) client.write(responseHead(102, { 'Beckon-Stage': `signalled; channel=${channel}` }))
-      log.info({ channel, stage: 'signalled' }, 'relay: signal sent')
+      log.info({ channel, stage: 'signalled', signalStart, sendMs: this.now() - signalStart }, 'relay: signal sent')
 
       const { sock: dial, status } = await Promise.race([dialback.promise, clientGone])
       if (status === DialbackStatus.UNREACHABLE) {

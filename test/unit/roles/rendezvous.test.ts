@@ -72,3 +72,17 @@ t.test('50 concurrent sessions all succeed and all close', async (t) => {
   t.equal(r.gateway.stats.active, 0, 'gateway: no splice left')
   t.equal(r.agent.stats.active, 0, 'agent: no splice left')
 })
+
+t.test('half-close passes through every hop: the reply after the client\'s FIN arrives', async (t) => {
+  const r = await rig(t)
+  const s = await openSession(r.client(), `patient-phone:${r.servicePort}`)
+  let data = ''
+  s.socket.setEncoding('utf8')
+  s.socket.on('data', (d: string) => { data += d })
+  s.socket.resume()
+  // HTTP/1.0 request, then shut down our write side before the answer comes back.
+  s.socket.end('GET / HTTP/1.0\r\nHost: x\r\n\r\n')
+  await new Promise((resolve) => s.socket.once('end', resolve))
+  t.match(data, /^HTTP\/1\.1 200 OK/, 'response received after our FIN')
+  t.match(data, /"mmol":5\.4/)
+})
