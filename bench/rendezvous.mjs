@@ -1,0 +1,29 @@
+// bench/rendezvous: CONNECT→200 latency over 200 sequential sessions in the namespace
+// lab (TLS CONNECT, SMPP signal through the lab SMSC, dial-back through the carrier
+// NAT, descriptor to the agent), with the SMS hop's own share.
+// Reference: the issue's targets (p50 ≤ 50 ms, p99 ≤ 150 ms); ratio = ours / target.
+// usage (root, after npm run build): node bench/rendezvous.mjs [sessions] [--record]
+import { join } from 'node:path'
+import { ROOT, withLab, inNode, percentile, logLines, report, recordSection, machine } from './lib.mjs'
+
+const n = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 200)
+const record = process.argv.includes('--record')
+
+await withLab({}, async (st) => {
+  await inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-seq.mjs'), st.clientConfig, 'patient-phone:8080', '3']) // warm-up
+  const out = JSON.parse(await inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-seq.mjs'), st.clientConfig, 'patient-phone:8080', String(n)]))
+  const lat = out.map((r) => r.ms)
+  // SMS hop: relay hands the token to SMPP (signalStart) → gateway has it verified.
+  const sent = new Map(logLines(st, 'relay').filter((l) => l.msg === 'relay: signal sent').map((l) => [l.session, l.signalStart]))
+  const got = new Map(logLines(st, 'gateway').filter((l) => l.msg === 'gateway: signal accepted').map((l) => [l.session, l.time]))
+  const sms = out.map((r) => got.get(r.session) - sent.get(r.session)).filter((v) => Number.isFinite(v))
+  const p = (v, q) => percentile(v, q)
+  const rows = [
+    ['connect-to-200 p50 (ms)', p(lat, 50), 50, p(lat, 50) / 50, `${n} sequential sessions`],
+    ['connect-to-200 p99 (ms)', p(lat, 99), 150, p(lat, 99) / 150, 'target: ratio ≤ 1'],
+    ['sms hop p50 (ms)', p(sms, 50), '-', '-', `${(100 * p(sms, 50) / p(lat, 50)).toFixed(0)} % of p50 (relay submit_sm → gateway verified)`],
+    ['sms hop p99 (ms)', p(sms, 99), '-', '-', `${sms.length} sessions matched in the logs`],
+  ]
+  const text = report('bench/rendezvous', rows)
+  if (record) recordSection('rendezvous', text, `Namespace lab, one process per role, lab SMSC for the SMS hop. ${machine()}.`)
+})

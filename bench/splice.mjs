@@ -1,0 +1,87 @@
+// bench/splice: bulk throughput client → terminal through the relay and the gateway,
+// against HAProxy doing the same two hops in the same lab, in the same run.
+//
+//   ours:      client ─TLS CONNECT→ relay ─(dial-back TCP)→ gateway ─→ agent ─→ sink:9000
+//   reference: client ─TLS→ haproxy@relay:9443 ─TCP→ haproxy@gateway:9444 ─→ sink:9000
+//
+// HAProxy terminates TLS with the relay's own certificate, as the relay does. The
+// carrier firewall gets one accept rule for relay→gateway:9444 during the reference
+// runs only (the rendezvous needs no inbound rule at all). Ours has one more hop (the
+// agent). Rounds alternate ours/reference; the median of each is compared.
+// usage (root, after npm run build): node bench/splice.mjs [MiB] [rounds] [--record]
+import { readFileSync, writeFileSync } from 'node:fs'
+
+/** CPU seconds (user + system, all threads) a process has used so far. */
+function cpu (pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
+}
+import { join } from 'node:path'
+import { ROOT, withLab, inNode, spawnInNode, median, report, recordSection, machine } from './lib.mjs'
+
+const nums = process.argv.slice(2).filter((a) => /^\d+$/.test(a)).map(Number)
+const mib = nums[0] ?? 256
+const rounds = nums[1] ?? 3
+const record = process.argv.includes('--record')
+
+await withLab({ sink: true }, async (st) => {
+  const tls = join(st.stateDir, 'tls')
+  writeFileSync(join(tls, 'relay.pem'), readFileSync(join(tls, 'relay.crt'), 'utf8') + readFileSync(join(tls, 'relay.key'), 'utf8'))
+  const haproxy = (name, bind, server) => {
+    const cfg = join(st.stateDir, 'etc', `haproxy-${name}.cfg`)
+    writeFileSync(cfg, [
+      'global', '  maxconn 100', 'defaults', '  mode tcp', '  timeout connect 5s', '  timeout client 60s', '  timeout server 60s',
+      `frontend f`, `  bind ${bind}`, '  default_backend b', 'backend b', `  server s ${server}`, '',
+    ].join('\n'))
+    return cfg
+  }
+  const hRelay = haproxy('relay', `198.51.100.20:9443 ssl crt ${join(tls, 'relay.pem')}`, '203.0.113.10:9444')
+  const hGw = haproxy('gateway', '203.0.113.10:9444', '203.0.113.20:9000')
+  const procs = [spawnInNode(st, 'relay', ['haproxy', '-db', '-f', hRelay]), spawnInNode(st, 'gateway', ['haproxy', '-db', '-f', hGw])]
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const ours = []
+    const ref = []
+    // CPU per hop, summed over the counted rounds.
+    const hops = { relay: st.processes.relay.pid, gateway: st.processes.gateway.pid, agent: st.processes.agent.pid, 'haproxy@relay': procs[0].pid, 'haproxy@gateway': procs[1].pid }
+    const used = Object.fromEntries(Object.keys(hops).map((k) => [k, 0]))
+    const measure = async (fn, names) => {
+      const before = names.map((n) => cpu(hops[n]))
+      const v = await fn()
+      names.forEach((n, j) => { used[n] += cpu(hops[n]) - before[j] })
+      return v
+    }
+    // Round 0 warms both paths (JIT, TLS session setup) and is not counted.
+    for (let i = 0; i <= rounds; i++) {
+      const runOurs = () => inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-bulk.mjs'), 'ours', st.clientConfig, String(mib)])
+      if (i > 0) ours.push(JSON.parse(await measure(runOurs, ['relay', 'gateway', 'agent'])).mbps)
+      else await runOurs()
+      await inNode(st, 'carrier-fw', ['nft', 'insert', 'rule', 'inet', 'beckon_fw', 'forward', 'ip', 'daddr', '203.0.113.10', 'tcp', 'dport', '9444', 'accept', 'comment', '"bench reference"'])
+      try {
+        const runRef = () => inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-bulk.mjs'), 'ref', '198.51.100.20:9443', join(tls, 'ca.crt'), String(mib)])
+        if (i > 0) ref.push(JSON.parse(await measure(runRef, ['haproxy@relay', 'haproxy@gateway'])).mbps)
+        else await runRef()
+      } finally {
+        const rules = await inNode(st, 'carrier-fw', ['nft', '-a', 'list', 'chain', 'inet', 'beckon_fw', 'forward'])
+        const handle = /comment "bench reference" # handle (\d+)/.exec(rules)?.[1]
+        if (handle !== undefined) await inNode(st, 'carrier-fw', ['nft', 'delete', 'rule', 'inet', 'beckon_fw', 'forward', 'handle', handle])
+      }
+    }
+    const gib = (rounds * mib) / 1024
+    const o = median(ours)
+    const r = median(ref)
+    // Each round runs both back to back, so the median of per-round ratios cancels
+    // most of the drift a shared 2-core machine shows between rounds.
+    const ratio = median(ours.map((x, i) => x / ref[i]))
+    const text = report('bench/splice', [
+      ['bulk client→terminal (Mbit/s)', o, r, ratio, `medians of ${rounds} × ${mib} MiB; ratio = median of paired rounds; target ≥ 0.8`],
+      ['  rounds ours', ours.map((x) => x.toFixed(0)).join('/'), ref.map((x) => x.toFixed(0)).join('/'), '-', 'per round'],
+      ['cpu s/GiB relay hop (TLS)', used.relay / gib, used['haproxy@relay'] / gib, (used['haproxy@relay'] / gib) / (used.relay / gib), 'ratio = reference / ours (≥ 1 means we use less)'],
+      ['cpu s/GiB gateway hop', used.gateway / gib, used['haproxy@gateway'] / gib, (used['haproxy@gateway'] / gib) / (used.gateway / gib), 'HAProxy may splice(2) plain TCP in the kernel'],
+      ['cpu s/GiB agent hop', used.agent / gib, '-', '-', 'no counterpart in the reference'],
+    ])
+    if (record) recordSection('splice', text, `Namespace lab, TLS at the relay in both paths. ${machine()}.`)
+  } finally {
+    for (const p of procs) p.kill('SIGKILL')
+  }
+})
