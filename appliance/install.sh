@@ -22,4 +22,17 @@ cp -a "$src"/package.json "$src"/package-lock.json "$src"/tsconfig.json "$src"/s
 (cd /opt/beckon && npm ci --no-audit --no-fund && npx tsc -p tsconfig.json && npm prune --omit=dev)
 ln -sf /opt/beckon/dist/cli/main.js /usr/local/bin/beckon
 chmod +x /opt/beckon/dist/cli/main.js
+cp -a "$src"/docs /opt/beckon/
+
+# A system user for the daemons; the unit grants only the capabilities its role needs.
+getent passwd beckon >/dev/null || useradd --system --home /var/lib/beckon --shell /usr/sbin/nologin beckon
+if [ "$role" != client ]; then
+  [ -f "/etc/beckon/$role.yaml" ] || install -m 0640 -g beckon "$src/appliance/defaults/$role.yaml" "/etc/beckon/$role.yaml"
+  install -m 0644 "$src/systemd/beckon-$role.service" /etc/systemd/system/
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable "beckon-$role.service"
+    echo "edit /etc/beckon/$role.yaml (REPLACE markers), then: systemctl start beckon-$role"
+  fi
+fi
 echo "beckon installed for role $role: $(beckon --version)"

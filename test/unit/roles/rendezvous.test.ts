@@ -86,3 +86,29 @@ t.test('half-close passes through every hop: the reply after the client\'s FIN a
   t.match(data, /^HTTP\/1\.1 200 OK/, 'response received after our FIN')
   t.match(data, /"mmol":5\.4/)
 })
+
+t.test('garbage at every listener closes only that connection', async (t) => {
+  const r = await rig(t)
+  const { default: net } = await import('node:net')
+  const exchange = (port: number, bytes: Buffer | string): Promise<Buffer> => new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(bytes))
+    const got: Buffer[] = []
+    s.on('data', (d: Buffer) => got.push(d))
+    s.on('error', () => {})
+    s.on('close', () => resolve(Buffer.concat(got)))
+    setTimeout(() => s.destroy(), 6_000)
+  })
+  const addr = (srv: unknown): number => ((srv as { address: () => { port: number } }).address()).port
+  const relayClient = addr((r.relay as any).clientServer)
+  const relayDialback = addr((r.relay as any).dialbackServer)
+  const agentPort = addr((r.agent as any).server)
+
+  t.match((await exchange(relayClient, 'HELLO WORLD\r\n\r\n')).toString(), /^HTTP\/1\.1 400 Bad Request[\s\S]*BECKON_ERR_BAD_REQUEST/, 'relay: 400 for a malformed request')
+  t.match((await exchange(relayClient, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n')).toString(), /^HTTP\/1\.1 405/, 'relay: 405 for non-CONNECT')
+  t.equal((await exchange(relayDialback, Buffer.alloc(50, 0x41))).toString('hex'), '424b414b01', 'relay dial-back port: refused ack')
+  t.equal((await exchange(relayDialback, Buffer.concat([Buffer.from('BKDB'), Buffer.from([1, 0]), Buffer.alloc(44)]))).toString('hex'), '424b414b01', 'unknown session: refused')
+  t.match((await exchange(agentPort, Buffer.alloc(100, 0x42))).toString(), /BECKON_ERR_DESCRIPTOR_INVALID/, 'agent: refuses a non-descriptor')
+  t.equal(r.relay.stats.dialbacksRefused, 2)
+  const s = await openSession(r.client(), `patient-phone:${r.servicePort}`)
+  t.match(await httpGet(s.socket), /mmol/, 'and a real session still works')
+})
