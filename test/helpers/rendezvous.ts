@@ -26,7 +26,7 @@ export interface Rig {
   deliver: { on: boolean }
 }
 
-export async function rig (t: Test, o: { wakeTimeout?: string, agentDown?: boolean } = {}): Promise<Rig> {
+export async function rig (t: Test, o: { wakeTimeout?: string, agentDown?: boolean, relay?: Record<string, unknown> } = {}): Promise<Rig> {
   const relayX = generateRawKeyPair('x25519')
   const relayEd = generateRawKeyPair('ed25519')
   const gwX = generateRawKeyPair('x25519')
@@ -72,6 +72,7 @@ export async function rig (t: Test, o: { wakeTimeout?: string, agentDown?: boole
           allow: [{ groups: ['physicians'], tcp: [servicePort] }],
         },
       },
+      ...o.relay,
     }),
     directory: new LocalDirectory([
       { name: 'alice', passwordHash: await hashPassword('alice-pw'), groups: ['physicians'] },

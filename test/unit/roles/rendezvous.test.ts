@@ -112,3 +112,20 @@ t.test('garbage at every listener closes only that connection', async (t) => {
   const s = await openSession(r.client(), `patient-phone:${r.servicePort}`)
   t.match(await httpGet(s.socket), /mmol/, 'and a real session still works')
 })
+
+t.test('Basic over plain TCP is refused unless allowed; rate limit 429; overload 503', async (t) => {
+  const plain = await rig(t, { relay: { allow_plain_basic: false } })
+  await t.rejects(openSession(plain.client(), `patient-phone:${plain.servicePort}`), { code: 'BECKON_ERR_INSECURE_CREDENTIALS', httpStatus: 403 })
+  t.equal(plain.sms.sent.length, 0)
+
+  const limited = await rig(t, { relay: { rate_per_user_per_minute: 2 } })
+  for (let i = 0; i < 2; i++) (await openSession(limited.client(), `patient-phone:${limited.servicePort}`)).socket.destroy()
+  await t.rejects(openSession(limited.client(), `patient-phone:${limited.servicePort}`), { code: 'BECKON_ERR_RATE_LIMITED', httpStatus: 429 })
+
+  const busy = await rig(t, { relay: { max_pending: 1 }, wakeTimeout: '2s' })
+  busy.deliver.on = false
+  const waiting = openSession(busy.client(), `patient-phone:${busy.servicePort}`).catch((e: unknown) => e)
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  await t.rejects(openSession(busy.client(), `patient-phone:${busy.servicePort}`), { code: 'BECKON_ERR_OVERLOADED', httpStatus: 503 })
+  t.match(await waiting, { code: 'BECKON_ERR_WAKE_TIMEOUT' })
+})
