@@ -58,6 +58,10 @@ export const ERRORS = {
   BECKON_ERR_CHANNEL_REFUSED: { status: 502, message: 'signal channel refused the message' },
   BECKON_ERR_SMS_MALFORMED: { status: 400, message: 'malformed SMS payload' },
 
+  // IPsec data plane
+  BECKON_ERR_RFC8229_MALFORMED: { status: 502, message: 'malformed RFC 8229 stream' },
+  BECKON_ERR_IPSEC_FAILED: { status: 502, message: 'IPsec tunnel could not be established' },
+
   // lab / test network
   BECKON_ERR_LAB: { status: 500, message: 'lab network operation failed' },
 } as const satisfies Record<string, ErrorSpec>

@@ -1,0 +1,96 @@
+/**
+ * IKE and ESP over a TCP byte stream, RFC 8229 §3 (RFC 9329 §3 unchanged).
+ *
+ *   stream   = "IKETCP" (sent once, by the TCP originator only) ‖ frame*
+ *   frame    = u16be Length (includes these 2 bytes) ‖ payload
+ *   payload  = 00 00 00 00 ‖ IKE message       non-ESP marker, then the IKE header (28 B)
+ *            | SPI (≠ 0) ‖ seq ‖ …             an ESP packet
+ *            | FF                              a NAT keepalive (passed through as is)
+ *
+ * A datagram from charon's NAT-T socket already is such a payload (charon adds the
+ * non-ESP marker on port 4500), so framing is only the length prefix. Decoding hands out
+ * views into the received chunks whenever a frame lies inside one chunk (the common
+ * case); only frames split across chunks are copied.
+ */
+import { BeckonError } from '../../core/errors.js'
+
+export const PREFIX = Buffer.from('IKETCP', 'latin1')
+const IKE_HEADER = 28
+const ESP_MIN = 8 // SPI + sequence number
+
+export type FrameKind = 'ike' | 'esp' | 'keepalive'
+
+export function frameKind (payload: Buffer): FrameKind {
+  if (payload.length === 1 && payload[0] === 0xff) return 'keepalive'
+  if (payload.length >= 4 && payload.readUInt32BE(0) === 0) {
+    if (payload.length < 4 + IKE_HEADER) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', `IKE frame of ${payload.length} bytes is shorter than marker + IKE header`)
+    return 'ike'
+  }
+  if (payload.length < ESP_MIN) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', `frame of ${payload.length} bytes is neither IKE, ESP nor a keepalive`)
+  return 'esp'
+}
+
+/** The 2-byte length header for a payload (the payload is written separately). */
+export function frameHeader (payload: Buffer): Buffer {
+  const len = payload.length + 2
+  if (len > 0xffff) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', `datagram of ${payload.length} bytes does not fit a frame`)
+  const h = Buffer.allocUnsafe(2)
+  h.writeUInt16BE(len, 0)
+  return h
+}
+
+/** One frame as one buffer (tests, golden bytes); the bridge writes header and payload apart. */
+export function encodeFrame (payload: Buffer): Buffer {
+  return Buffer.concat([frameHeader(payload), payload])
+}
+
+/**
+ * Incremental decoder. `push(chunk)` returns the complete payloads it now holds, each
+ * validated with frameKind(); malformed input throws BECKON_ERR_RFC8229_MALFORMED and
+ * the caller closes the session. With `expectPrefix`, the stream must start "IKETCP".
+ */
+export class FrameDecoder {
+  private pending: Buffer[] = []
+  private pendingLen = 0
+  private prefixLeft: number
+
+  constructor (expectPrefix: boolean) {
+    this.prefixLeft = expectPrefix ? PREFIX.length : 0
+  }
+
+  get buffered (): number { return this.pendingLen }
+
+  push (chunk: Buffer): Buffer[] {
+    let buf = chunk
+    if (this.prefixLeft > 0) {
+      const n = Math.min(this.prefixLeft, buf.length)
+      const want = PREFIX.subarray(PREFIX.length - this.prefixLeft, PREFIX.length - this.prefixLeft + n)
+      if (!buf.subarray(0, n).equals(want)) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', 'stream does not start with "IKETCP"')
+      this.prefixLeft -= n
+      buf = buf.subarray(n)
+    }
+    if (this.pendingLen > 0) {
+      this.pending.push(buf)
+      buf = Buffer.concat(this.pending, this.pendingLen + buf.length)
+      this.pending = []
+      this.pendingLen = 0
+    }
+    const out: Buffer[] = []
+    let off = 0
+    while (buf.length - off >= 2) {
+      const len = buf.readUInt16BE(off)
+      if (len < 3) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', `frame length ${len} leaves no payload`)
+      if (buf.length - off < len) break
+      const payload = buf.subarray(off + 2, off + len)
+      frameKind(payload)
+      out.push(payload)
+      off += len
+    }
+    if (off < buf.length) {
+      // Keep the tail; copied later only if the next chunk completes it.
+      this.pending.push(buf.subarray(off))
+      this.pendingLen = buf.length - off
+    }
+    return out
+  }
+}

@@ -1,0 +1,84 @@
+// Two bridges joined by a loopback TCP connection; UDP sockets stand in for the charons.
+import t from 'tap'
+import type { Test } from 'tap'
+import dgram from 'node:dgram'
+import net, { type AddressInfo } from 'node:net'
+import { once } from 'node:events'
+import { Rfc8229Bridge } from '../../../../src/proto/rfc8229/bridge.js'
+
+async function udp (t: Test): Promise<dgram.Socket> {
+  const s = dgram.createSocket('udp4')
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve))
+  t.teardown(() => { try { s.close() } catch {} })
+  return s
+}
+
+async function tcpPair (t: Test): Promise<[net.Socket, net.Socket]> {
+  const srv = net.createServer({ allowHalfOpen: true })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const accepted = once(srv, 'connection') as Promise<[net.Socket]>
+  const c = net.connect((srv.address() as AddressInfo).port, '127.0.0.1')
+  const [s] = await accepted
+  await once(c, 'connect').catch(() => {})
+  t.teardown(() => { c.destroy(); s.destroy(); srv.close() })
+  return [c, s]
+}
+
+const ike = (n: number): Buffer => Buffer.concat([Buffer.alloc(4), Buffer.alloc(28, n)])
+
+t.test('datagrams cross both ways; replies go to the latest source port', async (t) => {
+  const [c, s] = await tcpPair(t)
+  const charonA = await udp(t) // initiator side (client)
+  const charonB = await udp(t) // responder side (agent): the bridge sends to it first
+  const bA = await Rfc8229Bridge.open({ stream: c, originator: true, charon: { host: '127.0.0.1', port: 4500 } })
+  const bB = await Rfc8229Bridge.open({ stream: s, originator: false, charon: { host: '127.0.0.1', port: (charonB.address() as AddressInfo).port } })
+  t.teardown(() => { bA.close(); bB.close() })
+
+  const gotB = once(charonB, 'message') as Promise<[Buffer, dgram.RemoteInfo]>
+  charonA.send(ike(1), bA.port, '127.0.0.1')
+  const [m1, from1] = await gotB
+  t.ok(m1.equals(ike(1)), 'IKE datagram arrived intact at the responder')
+  t.equal(from1.port, bB.port, 'from the responder bridge')
+
+  const gotA = once(charonA, 'message') as Promise<[Buffer]>
+  charonB.send(ike(2), bB.port, '127.0.0.1')
+  t.ok((await gotA)[0].equals(ike(2)), 'reply went back to the initiator charon (its latest source)')
+
+  // charon floats to another source port: replies follow it.
+  const charonA2 = await udp(t)
+  charonA2.send(Buffer.from([0xff]), bA.port, '127.0.0.1')
+  const [ka] = await once(charonB, 'message') as [Buffer]
+  t.equal(ka.toString('hex'), 'ff', 'NAT keepalive passed through')
+  const gotA2 = once(charonA2, 'message') as Promise<[Buffer]>
+  const esp = Buffer.from('c0ffee0100000001' + 'ab'.repeat(100), 'hex')
+  charonB.send(esp, bB.port, '127.0.0.1')
+  t.ok((await gotA2)[0].equals(esp), 'ESP went to the new source port')
+  t.equal(bA.stats.keepalives, 1)
+})
+
+t.test('a malformed stream closes the bridge with a coded error', async (t) => {
+  const [c, s] = await tcpPair(t)
+  const b = await Rfc8229Bridge.open({ stream: s, originator: false, charon: { host: '127.0.0.1', port: 4500 } })
+  const closed = once(b, 'close') as Promise<[{ code: string } | undefined]>
+  c.write('GET / HTTP/1.1\r\n\r\n')
+  const [err] = await closed
+  t.equal(err?.code, 'BECKON_ERR_RFC8229_MALFORMED')
+  t.ok(s.destroyed, 'the stream was closed')
+})
+
+t.test('a stream that cannot keep up drops datagrams instead of buffering', async (t) => {
+  const [c, s] = await tcpPair(t)
+  c.pause() // the far end stops reading
+  const charon = await udp(t)
+  const b = await Rfc8229Bridge.open({ stream: s, originator: false, charon: { host: '127.0.0.1', port: 4500 }, maxQueueBytes: 64 * 1024 })
+  t.teardown(() => b.close())
+  const esp = Buffer.alloc(1400, 7)
+  // Paced so the bridge (not the kernel's UDP buffer) sees the datagrams: ~40 MB in all,
+  // more than loopback TCP buffers absorb.
+  for (let batch = 0; batch < 300 && b.stats.dropped === 0; batch++) {
+    for (let i = 0; i < 100; i++) charon.send(esp, b.port, '127.0.0.1')
+    await new Promise((resolve) => setTimeout(resolve, 2))
+  }
+  t.ok(b.stats.dropped > 0, `dropped ${b.stats.dropped} datagrams`)
+  t.ok(s.writableLength <= 64 * 1024 + 1402, `write queue bounded (${s.writableLength} bytes)`)
+})
