@@ -1,5 +1,7 @@
 /**
- * `beckon connect <device> --tcp <port> -L <localport>`: the client terminal.
+ * `beckon connect <device>`: the client terminal. IPsec mode (default) programs the
+ * local charon and keeps the tunnel up until interrupted; `--tcp <port> -L <localport>`
+ * is raw mode (plain CONNECT per local connection).
  *
  * Relay and credentials come from flags, else from the client config
  * (--config, BECKON_CLIENT_CONFIG, /etc/beckon/client.yaml) and BECKON_CLIENT_* vars.
@@ -13,7 +15,12 @@ import net, { type Socket } from 'node:net'
 import { Fields, loadRoleConfig } from '../core/config.js'
 import { BeckonError } from '../core/errors.js'
 import { splice } from '../core/stream.js'
+import { createLogger } from '../core/log.js'
+import { NetlinkHostAddresses } from '../ipsec/host.js'
+import { TunnelManager } from '../ipsec/tunnels.js'
+import { ViciSession } from '../proto/vici/session.js'
 import { openSession, type ClientOptions, type Session, type Stage } from '../roles/client/client.js'
+import { openTunnel, type Tunnel } from '../roles/client/ipsec.js'
 import { exitWithError } from './output.js'
 
 interface ConnectFlags {
@@ -27,9 +34,13 @@ interface ConnectFlags {
   once?: boolean
 }
 
-function clientOptions (flags: ConnectFlags): ClientOptions {
+function clientFields (flags: ConnectFlags): Fields {
   const path = flags.config ?? process.env.BECKON_CLIENT_CONFIG ?? (existsSync('/etc/beckon/client.yaml') ? '/etc/beckon/client.yaml' : undefined)
-  const f = new Fields(loadRoleConfig('client', path), path ?? 'client config')
+  return new Fields(loadRoleConfig('client', path), path ?? 'client config')
+}
+
+function clientOptions (flags: ConnectFlags): ClientOptions {
+  const f = clientFields(flags)
   const raw = { ...f.obj }
   if (flags.relay !== undefined) raw.relay = flags.relay
   if (flags.user !== undefined) raw.user = flags.user
@@ -56,13 +67,44 @@ function reporter (json: boolean, device: string): (stage: Stage, detail: Record
       signalled: `signalled via ${String(d.channel ?? '?')}; waiting for call-back${ms}`,
       'called-back': `terminal called back${ms}`,
       connected: `connected${ms}, session ${String(d.session)}`,
+      'ipsec-loaded': `charon programmed (${String(d.auth)})${ms}`,
+      'tunnel-up': `IPsec tunnel up${ms}: ${String(d.local)} ⇄ ${String(d.remote)} (${String(d.selectors)})`,
     }
     process.stderr.write(`beckon: ${text[stage]}\n`)
   }
 }
 
+/** IPsec mode (the default): a tunnel to the device's permanent address until Ctrl-C. */
+async function connectIpsec (device: string, flags: ConnectFlags): Promise<void> {
+  const opts = clientOptions(flags)
+  const ip = clientFields(flags).sub('ipsec')
+  const pk = ip.sub('pubkey')
+  const log = createLogger({ name: 'client', destination: 2, level: process.env.BECKON_LOG_LEVEL ?? 'warn' })
+  const vici = await ViciSession.open({ uri: ip.str('vici', 'unix:///var/run/charon.vici'), waitMs: 5_000, log })
+  const tunnels = new TunnelManager(vici, ip.num('nat_t_port', 4500, 1, 65535), log)
+  const pubkey = ip.has('pubkey') ? { certPem: readFileSync(pk.str('cert'), 'utf8'), keyPem: readFileSync(pk.str('key'), 'utf8'), caPem: readFileSync(pk.str('ca'), 'utf8') } : undefined
+  let tunnel: Tunnel
+  try {
+    tunnel = await openTunnel(opts, device, { tunnels, host: new NetlinkHostAddresses(), natTPort: ip.num('nat_t_port', 4500, 1, 65535), pubkey, log }, reporter(flags.json === true, `${device}:ipsec`))
+  } catch (err) {
+    await vici.close()
+    throw err
+  }
+  const stop = async (code: number): Promise<never> => {
+    await tunnel.close().catch(() => {})
+    await vici.close()
+    process.exit(code)
+  }
+  process.once('SIGINT', () => { void stop(0) })
+  process.once('SIGTERM', () => { void stop(0) })
+  await tunnel.closed
+  if (flags.json === true) process.stderr.write(JSON.stringify({ stage: 'closed' }) + '\n')
+  else process.stderr.write('beckon: the path to the device closed\n')
+  await stop(1)
+}
+
 async function connect (device: string, flags: ConnectFlags): Promise<void> {
-  if (flags.tcp === undefined) throw new BeckonError('BECKON_ERR_USAGE', 'IPsec mode is not available yet; pass --tcp <port> for raw mode')
+  if (flags.tcp === undefined) return await connectIpsec(device, flags)
   const port = Number(flags.tcp)
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new BeckonError('BECKON_ERR_USAGE', `--tcp ${flags.tcp} is not a port`)
   const localSpec = flags.L ?? flags.listen
@@ -103,7 +145,7 @@ export function registerConnect (program: Command): void {
   program.command('connect').description('reach a device through the relay and forward a local port to it')
     .argument('<device>', 'device name, e.g. patient-phone')
     .option('--relay <host:port>', 'relay client listener')
-    .option('--tcp <port>', 'raw TCP mode: the service port on the device')
+    .option('--tcp <port>', 'raw TCP mode to this service port (default: IPsec mode to the device\'s permanent address)')
     .option('-L, --listen <[host:]port>', 'local port to forward')
     .option('--user <name>', 'user name (password from the config or BECKON_PASSWORD)')
     .option('--config <path>', 'client config YAML')

@@ -12,6 +12,9 @@ import { registerVici } from './vici.js'
 
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string }
 
+// `beckon vici list-sas | head`: a reader that goes away ends us quietly.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => { if (err.code === 'EPIPE') process.exit(0); throw err })
+
 const program = new Command('beckon')
   .description('reach mobile server terminals behind carrier NAT through a signalled rendezvous and end-to-end IPsec')
   .version(pkg.version)

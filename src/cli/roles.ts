@@ -10,7 +10,11 @@ import { SmsChannel, type SignalChannel } from '../channels/channel.js'
 import { SmppBind, SmppSmsReceiver, SmppSmsSender } from '../channels/sms/smpp.js'
 import { LocalDirectory, hashPassword } from '../directory/directory.js'
 import { Smsc } from '../lab/smsc.js'
-import { Agent, parseAgentConfig } from '../roles/agent/agent.js'
+import { readFileSync } from 'node:fs'
+import { NetlinkHostAddresses } from '../ipsec/host.js'
+import { TunnelManager } from '../ipsec/tunnels.js'
+import { ViciSession } from '../proto/vici/session.js'
+import { Agent, parseAgentConfig, type AgentIpsec } from '../roles/agent/agent.js'
 import { Gateway, parseGatewayConfig } from '../roles/gateway/gateway.js'
 import { Relay } from '../roles/relay/relay.js'
 import { parseRelayConfig } from '../roles/relay/config.js'
@@ -60,9 +64,20 @@ async function gateway (configPath: string | undefined): Promise<void> {
 async function agent (configPath: string | undefined): Promise<void> {
   const cfg = parseAgentConfig(loadRoleConfig('agent', configPath), configPath ?? 'agent config')
   const log = createLogger({ name: 'agent' })
-  const a = new Agent(cfg, log)
+  let vici: ViciSession | undefined
+  let ipsec: AgentIpsec | undefined
+  if (cfg.ipsec !== undefined) {
+    vici = await ViciSession.open({ uri: cfg.ipsec.vici, waitMs: 10_000, log })
+    const pk = cfg.ipsec.pubkey
+    ipsec = {
+      tunnels: new TunnelManager(vici, cfg.ipsec.natTPort, log),
+      host: new NetlinkHostAddresses(),
+      pubkey: pk === undefined ? undefined : { certPem: readFileSync(pk.cert, 'utf8'), keyPem: readFileSync(pk.key, 'utf8'), caPem: readFileSync(pk.ca, 'utf8') },
+    }
+  }
+  const a = new Agent(cfg, log, Date.now, ipsec)
   await a.listen()
-  onShutdown(log, () => a.close())
+  onShutdown(log, async () => { await a.close(); await vici?.close() })
 }
 
 async function smsc (configPath: string | undefined): Promise<void> {

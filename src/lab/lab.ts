@@ -23,6 +23,9 @@ import { stringify as toYaml } from 'yaml'
 import { BeckonError } from '../core/errors.js'
 import { generateRawKeyPair } from '../core/keys.js'
 import { hashPassword } from '../directory/directory.js'
+import { permanentAddress } from '../ipsec/addresses.js'
+import { ViciSession } from '../proto/vici/session.js'
+import { CHARON_BIN, strongswanConf } from './charon.js'
 import { run, waitFor } from './exec.js'
 import { Netns, createNetns, deleteNetns, listNetns, veth } from './netns.js'
 
@@ -57,9 +60,12 @@ export interface LabState {
   stateDir: string
   nodes: Record<NodeName, { netns: string, addresses: Record<string, string> }>
   relay: { client: string, dialback: string, ca: string }
-  terminal: { device: string, msisdn: string, agent: string, services: string[] }
-  user: { name: string, password: string }
+  terminal: { device: string, msisdn: string, agent: string, services: string[], permanentAddress: string }
+  user: { name: string, password: string, permanentAddress: string }
+  /** A second physician, for two users holding tunnels at once. */
+  user2: { name: string, password: string, permanentAddress: string }
   visitor: { name: string, password: string }
+  ipsec: { prefix: string, terminalAddress: string, clientVici: string, terminalVici: string }
   clientConfig: string
   processes: Record<string, LabProcess>
 }
@@ -156,10 +162,10 @@ function writeYaml (path: string, v: unknown): void {
 
 // ---- processes ----------------------------------------------------------------------
 
-function startProcess (st: LabState, name: string, node: NodeName, cmd: string[]): LabProcess {
+function startProcess (st: LabState, name: string, node: NodeName, cmd: string[], env?: Record<string, string>): LabProcess {
   const log = join(st.stateDir, 'logs', `${name}.log`)
   const fd = openSync(log, 'a')
-  const child = spawn('ip', ['netns', 'exec', st.nodes[node].netns, ...cmd], { stdio: ['ignore', fd, fd], detached: true })
+  const child = spawn('ip', ['netns', 'exec', st.nodes[node].netns, ...cmd], { stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, ...env } })
   closeSync(fd)
   child.unref()
   if (child.pid === undefined) throw new BeckonError('BECKON_ERR_LAB', `cannot start ${name}`)
@@ -181,8 +187,18 @@ function logHas (path: string, re: RegExp): boolean {
   try { return re.test(readFileSync(path, 'utf8')) } catch { return false }
 }
 
+async function viciAnswers (uri: string): Promise<boolean> {
+  try {
+    const v = await ViciSession.open({ uri, reconnect: false, timeoutMs: 1_000 })
+    try { await v.version() } finally { await v.close() }
+    return true
+  } catch { return false }
+}
+
+export type LabRole = 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink' | 'charon-client' | 'charon-terminal'
+
 /** Starts (or restarts) one lab role and waits until it is ready. */
-export async function startRole (st: LabState, name: 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink'): Promise<void> {
+export async function startRole (st: LabState, name: LabRole): Promise<void> {
   const node = process.execPath
   const cfg = (role: string): string => join(st.stateDir, 'etc', `${role}.yaml`)
   const specs = {
@@ -190,14 +206,17 @@ export async function startRole (st: LabState, name: 'smsc' | 'relay' | 'gateway
     relay: { node: 'relay' as const, cmd: [node, BECKON_MAIN, 'relay', '--config', cfg('relay')], ready: async () => await listening(st.nodes.relay.netns, PORTS.relayClient) && logHas(st.processes.relay?.log ?? '', /smpp bound/) },
     gateway: { node: 'gateway' as const, cmd: [node, BECKON_MAIN, 'gateway', '--config', cfg('gateway')], ready: () => logHas(st.processes.gateway?.log ?? '', /smpp bound/) },
     agent: { node: 'terminal' as const, cmd: [node, BECKON_MAIN, 'agent', '--config', cfg('agent')], ready: () => listening(st.nodes.terminal.netns, PORTS.agent) },
-    service: { node: 'terminal' as const, cmd: [node, GLUCOSE, String(PORTS.service), '0.0.0.0'], ready: () => listening(st.nodes.terminal.netns, PORTS.service) },
-    sink: { node: 'terminal' as const, cmd: [node, SINK, String(PORTS.sink), '0.0.0.0'], ready: () => listening(st.nodes.terminal.netns, PORTS.sink) },
+    service: { node: 'terminal' as const, cmd: [node, GLUCOSE, String(PORTS.service), '::'], ready: () => listening(st.nodes.terminal.netns, PORTS.service) },
+    sink: { node: 'terminal' as const, cmd: [node, SINK, String(PORTS.sink), '::'], ready: () => listening(st.nodes.terminal.netns, PORTS.sink) },
+    // charon gets a private /run (its pid file path is compiled in); see charon.ts.
+    'charon-client': { node: 'client' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'client', 'strongswan.conf') }, ready: () => viciAnswers(st.ipsec.clientVici) },
+    'charon-terminal': { node: 'terminal' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'terminal', 'strongswan.conf') }, ready: () => viciAnswers(st.ipsec.terminalVici) },
   }
-  const s = specs[name]
+  const s: { node: NodeName, cmd: string[], env?: Record<string, string>, ready: () => Promise<boolean> | boolean } = specs[name]
   const prev = st.processes[name]
   if (prev !== undefined && alive(prev.pid)) throw new BeckonError('BECKON_ERR_LAB', `${name} is already running (pid ${prev.pid})`)
   if (prev !== undefined) rmSync(prev.log, { force: true })
-  const p = startProcess(st, name, s.node, s.cmd)
+  const p = startProcess(st, name, s.node, s.cmd, s.env)
   writeFileSync(statePath(st.stateDir), JSON.stringify(st, null, 2))
   await waitFor(`${name} to be ready`, async () => {
     if (!alive(p.pid)) throw new BeckonError('BECKON_ERR_LAB', `${name} exited: ${readFileSync(p.log, 'utf8').trim().split('\n').slice(-3).join(' | ')}`)
@@ -225,20 +244,24 @@ export async function labUp (o: LabOptions): Promise<LabState> {
   if (existsSync(statePath(stateDir))) throw new BeckonError('BECKON_ERR_LAB', `a lab is already up at ${stateDir}; run beckon lab down first`)
   const taken = (await listNetns()).filter((n) => n.startsWith(`${o.prefix}-`))
   if (taken.length > 0) throw new BeckonError('BECKON_ERR_LAB', `namespaces ${taken.join(', ')} exist; run beckon lab down or choose another --prefix`)
-  for (const d of ['etc', 'logs', 'tls', 'bin', 'client']) mkdirSync(join(stateDir, d), { recursive: true })
+  for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal']) mkdirSync(join(stateDir, d), { recursive: true })
 
   const nodes = Object.fromEntries(NODE_NAMES.map((n) => [n, { netns: `${o.prefix}-${n}`, addresses: ADDRESSES[n] }])) as LabState['nodes']
   const relayAddr = ip(ADDRESSES.relay.eth0!)
-  const user = { name: 'dr-grey', password: randomBytes(9).toString('base64url') }
+  const prefix = 'fd00:beca::/48'
+  const user = { name: 'dr-grey', password: randomBytes(9).toString('base64url'), permanentAddress: permanentAddress(prefix, 'user', 'dr-grey') }
+  const user2 = { name: 'dr-house', password: randomBytes(9).toString('base64url'), permanentAddress: permanentAddress(prefix, 'user', 'dr-house') }
   const visitor = { name: 'visitor', password: randomBytes(9).toString('base64url') }
   const st: LabState = {
     prefix: o.prefix,
     stateDir,
     nodes,
     relay: { client: `${relayAddr}:${PORTS.relayClient}`, dialback: `${relayAddr}:${PORTS.relayDialback}`, ca: join(stateDir, 'tls', 'ca.crt') },
-    terminal: { device: DEVICE.name, msisdn: DEVICE.msisdn, agent: `${ip(ADDRESSES.terminal.eth0!)}:${PORTS.agent}`, services: [`${ip(ADDRESSES.terminal.eth0!)}:${PORTS.service}`] },
+    terminal: { device: DEVICE.name, msisdn: DEVICE.msisdn, agent: `${ip(ADDRESSES.terminal.eth0!)}:${PORTS.agent}`, services: [`${ip(ADDRESSES.terminal.eth0!)}:${PORTS.service}`], permanentAddress: permanentAddress(prefix, 'device', DEVICE.name) },
     user,
+    user2,
     visitor,
+    ipsec: { prefix, terminalAddress: permanentAddress(prefix, 'device', DEVICE.name), clientVici: `unix://${join(stateDir, 'charon', 'client', 'charon.vici')}`, terminalVici: `unix://${join(stateDir, 'charon', 'terminal', 'charon.vici')}` },
     clientConfig: join(stateDir, 'client', 'client.yaml'),
     processes: {},
   }
@@ -250,6 +273,8 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     const relayX = generateRawKeyPair('x25519')
     const relayEd = generateRawKeyPair('ed25519')
     const gwX = generateRawKeyPair('x25519')
+    const agentX = generateRawKeyPair('x25519')
+    for (const n of ['client', 'terminal']) writeFileSync(join(stateDir, 'charon', n, 'strongswan.conf'), strongswanConf({ dir: join(stateDir, 'charon', n) }))
     const smscUrl = `smpp://${ip(ADDRESSES.smsc.eth0!)}:${PORTS.smpp}`
     const smppPw = { relay: randomBytes(6).toString('hex'), gateway: randomBytes(6).toString('hex') }
     const etc = (f: string): string => join(stateDir, 'etc', f)
@@ -265,8 +290,10 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       public_address: relayAddr,
       keys: { x25519_private: relayX.privateKey, ed25519_private: relayEd.privateKey },
       smpp: { url: smscUrl, system_id: 'relay', password: smppPw.relay, source_addr: 'beckon' },
+      ipsec: { prefix, domain: 'lab.beckon.example', auth: 'psk', dpd: '10s' },
       users: {
         [user.name]: { password_hash: await hashPassword(user.password), groups: ['physicians'] },
+        [user2.name]: { password_hash: await hashPassword(user2.password), groups: ['physicians'] },
         [visitor.name]: { password_hash: await hashPassword(visitor.password), groups: ['visitors'] },
       },
       devices: {
@@ -274,8 +301,9 @@ export async function labUp (o: LabOptions): Promise<LabState> {
           msisdn: DEVICE.msisdn,
           channels: ['sms'],
           gateway_public_key: gwX.publicKey,
+          agent_public_key: agentX.publicKey,
           wake_timeout: '10s',
-          allow: [{ groups: ['physicians'], tcp: o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service] }],
+          allow: [{ groups: ['physicians'], tcp: o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service], ipsec: true }],
         },
       },
     })
@@ -292,14 +320,17 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       relay_keys: [relayEd.publicKey],
       tcp_ports: o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service],
       service_host: '127.0.0.1',
+      keys: { x25519_private: agentX.privateKey },
+      ipsec: { vici: st.ipsec.terminalVici, address: st.ipsec.terminalAddress },
     })
-    writeYaml(st.clientConfig, { relay: st.relay.client, tls: true, ca: tls.ca, user: user.name, password: user.password })
+    writeYaml(st.clientConfig, { relay: st.relay.client, tls: true, ca: tls.ca, user: user.name, password: user.password, ipsec: { vici: st.ipsec.clientVici } })
     // Public keys and secrets tests may need (e.g. to forge or replay signals).
     writeYaml(etc('lab-secrets.yaml'), { smsc_url: smscUrl, smpp_relay_password: smppPw.relay, relay_x25519_public: relayX.publicKey, gateway_x25519_public: gwX.publicKey })
     const shim = join(stateDir, 'bin', 'beckon')
     writeFileSync(shim, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(BECKON_MAIN)} "$@"\n`)
     chmodSync(shim, 0o755)
 
+    await Promise.all([startRole(st, 'charon-client'), startRole(st, 'charon-terminal')])
     await startRole(st, 'smsc')
     await startRole(st, 'service')
     if (o.sink === true) await startRole(st, 'sink')

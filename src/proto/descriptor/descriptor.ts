@@ -7,9 +7,13 @@
  *            ‖ Ed25519 signature (64) over "BKD1" ‖ u16be n ‖ payload
  *   reply  = "BKR1" ‖ u8 status (0 ready · 1 refused) ‖ u16be n ‖ UTF-8 JSON (n ≤ 4096)
  *            refused: {"code","message"}
+ *
+ * In IPsec mode the descriptor carries everything both charons are programmed from
+ * (identities, permanent addresses, selectors, proposals, lifetimes, auth mode); the
+ * client receives the same signed frame in the 200 response (`Beckon-Descriptor`).
  */
 import { sign, verify, type KeyObject } from 'node:crypto'
-import type { Socket } from 'node:net'
+import { isIP, type Socket } from 'node:net'
 import { BeckonError, type ErrorCode } from '../../core/errors.js'
 import { readExact } from '../../core/stream.js'
 
@@ -18,6 +22,24 @@ const REPLY_MAGIC = Buffer.from('BKR1')
 export const MAX_PAYLOAD = 8192
 const MAX_REPLY = 4096
 const SIG = 64
+
+/** What both charons are programmed from (IPsec mode). */
+export interface IpsecParams {
+  auth: 'psk' | 'pubkey'
+  /** IKE identities and permanent IPv6 addresses of both ends. */
+  client: { id: string, address: string }
+  terminal: { id: string, address: string }
+  /** Traffic selectors on the terminal's side: protocol and ports (empty = all ports). */
+  protocol: 'tcp' | 'udp' | 'any'
+  ports: number[]
+  ikeProposals: string[]
+  espProposals: string[]
+  ikeRekeyS: number
+  childRekeyS: number
+  dpdS: number
+  /** psk mode: the PSK sealed for the agent's X25519 key (base64url), see seal.ts. */
+  pskSealed?: string
+}
 
 export interface Descriptor {
   v: 1
@@ -30,6 +52,32 @@ export interface Descriptor {
   mode: 'tcp' | 'ipsec'
   /** tcp mode: the service port on the terminal. */
   port?: number
+  ipsec?: IpsecParams
+}
+
+const PROPOSAL_RE = /^[a-z0-9_-]{3,100}$/
+const ID_RE = /^[A-Za-z0-9@._-]{1,128}$/
+
+function checkIpsec (v: unknown): IpsecParams {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw invalid('ipsec mode needs ipsec parameters')
+  const p = v as Record<string, unknown>
+  if (p.auth !== 'psk' && p.auth !== 'pubkey') throw invalid(`auth ${JSON.stringify(p.auth)}`)
+  for (const side of ['client', 'terminal'] as const) {
+    const e = p[side] as Record<string, unknown> | undefined
+    if (e === undefined || typeof e.id !== 'string' || !ID_RE.test(e.id)) throw invalid(`${side}.id must be an identity`)
+    if (typeof e.address !== 'string' || isIP(e.address) !== 6) throw invalid(`${side}.address must be an IPv6 address`)
+  }
+  if (p.protocol !== 'tcp' && p.protocol !== 'udp' && p.protocol !== 'any') throw invalid(`protocol ${JSON.stringify(p.protocol)}`)
+  if (!Array.isArray(p.ports) || !p.ports.every((x) => Number.isInteger(x) && x >= 1 && x <= 65535)) throw invalid('ports must be 1-65535')
+  for (const k of ['ikeProposals', 'espProposals'] as const) {
+    const list = p[k]
+    if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string' && PROPOSAL_RE.test(x))) throw invalid(`${k} must list proposals`)
+  }
+  for (const k of ['ikeRekeyS', 'childRekeyS', 'dpdS'] as const) {
+    if (!(typeof p[k] === 'number' && Number.isInteger(p[k]) && (p[k] as number) > 0)) throw invalid(`${k} must be a positive integer`)
+  }
+  if (p.auth === 'psk' && typeof p.pskSealed !== 'string') throw invalid('psk mode needs pskSealed')
+  return p as unknown as IpsecParams
 }
 
 function invalid (detail: string): BeckonError {
@@ -46,6 +94,7 @@ export function checkDescriptor (v: unknown): Descriptor {
   if (typeof d.expires !== 'number' || !Number.isInteger(d.expires)) throw invalid('expires must be an integer')
   if (d.mode !== 'tcp' && d.mode !== 'ipsec') throw invalid(`mode ${JSON.stringify(d.mode)}`)
   if (d.mode === 'tcp' && !(typeof d.port === 'number' && Number.isInteger(d.port) && d.port >= 1 && d.port <= 65535)) throw invalid('tcp mode needs a port 1-65535')
+  if (d.mode === 'ipsec') checkIpsec(d.ipsec)
   return d as unknown as Descriptor
 }
 
@@ -65,6 +114,19 @@ export interface VerifyOptions {
   now: number
   /** The agent's own device name: descriptors for others are refused. */
   device: string
+}
+
+/** Parses a frame's payload without checking the signature (the client, over TLS). */
+export function parseDescriptorFrame (frame: Buffer): Descriptor {
+  if (frame.length < 6 + SIG || !frame.subarray(0, 4).equals(MAGIC)) throw invalid('bad frame')
+  const n = frame.readUInt16BE(4)
+  if (n > MAX_PAYLOAD || frame.length !== 6 + n + SIG) throw invalid('frame length mismatch')
+  try {
+    return checkDescriptor(JSON.parse(frame.subarray(6, 6 + n).toString('utf8')))
+  } catch (err) {
+    if (err instanceof BeckonError) throw err
+    throw invalid('payload is not JSON')
+  }
 }
 
 /** Verifies a complete frame (head, payload, signature). */

@@ -3,19 +3,35 @@
  * only on a descriptor signed by a trusted relay, for this device, unexpired and not
  * seen before, and only for services its own policy exposes.
  *
- * Raw mode (tcp): connects the stream to 127.0.0.1:<port>. IPsec mode is added by the
- * IPsec bridge; the agent answers it with a refusal until then.
+ * Raw mode (tcp): connects the stream to 127.0.0.1:<port>.
+ * IPsec mode: unseals the session PSK, puts the terminal's permanent address on the host,
+ * programs the local charon as responder and bridges the stream to it (RFC 8229), so the
+ * service is reached through ESP only, narrowed to the descriptor's selectors.
  */
 import type { KeyObject } from 'node:crypto'
 import net, { type AddressInfo, type Socket } from 'node:net'
 import { Fields, type Obj } from '../../core/config.js'
 import { BeckonError, toBeckonError } from '../../core/errors.js'
-import { publicKeyFromRaw } from '../../core/keys.js'
+import { privateKeyFromRaw, publicKeyFromRaw } from '../../core/keys.js'
 import type { Logger } from '../../core/log.js'
 import { connectTcp, splice } from '../../core/stream.js'
 import { encodeReply, readDescriptorFrame, verifyDescriptor, type Descriptor } from '../../proto/descriptor/descriptor.js'
+import { unseal } from '../../proto/descriptor/seal.js'
+import { Rfc8229Bridge } from '../../proto/rfc8229/bridge.js'
+import type { HostAddresses } from '../../ipsec/host.js'
+import type { PubkeyCreds, TunnelManager } from '../../ipsec/tunnels.js'
+
+export interface AgentIpsecConfig {
+  vici: string
+  natTPort: number
+  x25519Private: KeyObject | undefined
+  /** When set, descriptors must name exactly this permanent address. */
+  address: string | undefined
+  pubkey: { cert: string, key: string, ca: string } | undefined
+}
 
 export interface AgentConfig {
+  ipsec: AgentIpsecConfig | undefined
   listen: { host: string, port: number }
   device: string
   relayKeys: KeyObject[]
@@ -29,7 +45,18 @@ export function parseAgentConfig (obj: Obj, source = 'agent.yaml'): AgentConfig 
   const f = new Fields(obj, source)
   const keys = f.strList('relay_keys')
   if (keys.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${source}.relay_keys must name at least one Ed25519 key`)
+  const ip = f.sub('ipsec')
+  const pk = ip.sub('pubkey')
   return {
+    ipsec: !f.has('ipsec')
+      ? undefined
+      : {
+          vici: ip.str('vici', 'unix:///var/run/charon.vici'),
+          natTPort: ip.num('nat_t_port', 4500, 1, 65535),
+          x25519Private: f.sub('keys').has('x25519_private') ? privateKeyFromRaw('x25519', f.sub('keys').str('x25519_private'), `${source}.keys.x25519_private`) : undefined,
+          address: ip.optStr('address'),
+          pubkey: ip.has('pubkey') ? { cert: pk.str('cert'), key: pk.str('key'), ca: pk.str('ca') } : undefined,
+        },
     listen: f.hostPort('listen', '0.0.0.0:7400'),
     device: f.str('device'),
     relayKeys: keys.map((k, i) => publicKeyFromRaw('ed25519', k, `${source}.relay_keys[${i}]`)),
@@ -39,15 +66,22 @@ export function parseAgentConfig (obj: Obj, source = 'agent.yaml'): AgentConfig 
   }
 }
 
-export interface AgentStats { accepted: number, refused: Record<string, number>, active: number }
+export interface AgentStats { accepted: number, refused: Record<string, number>, active: number, tunnels: number }
+
+/** What IPsec mode needs, built by the composition root. */
+export interface AgentIpsec {
+  tunnels: TunnelManager
+  host: HostAddresses
+  pubkey: PubkeyCreds | undefined
+}
 
 export class Agent {
-  readonly stats: AgentStats = { accepted: 0, refused: {}, active: 0 }
+  readonly stats: AgentStats = { accepted: 0, refused: {}, active: 0, tunnels: 0 }
   private readonly server: net.Server
   private readonly seen = new Map<string, number>()
   private readonly sockets = new Set<Socket>()
 
-  constructor (private readonly cfg: AgentConfig, private readonly log: Logger, private readonly now: () => number = Date.now) {
+  constructor (private readonly cfg: AgentConfig, private readonly log: Logger, private readonly now: () => number = Date.now, private readonly ipsec?: AgentIpsec) {
     this.server = net.createServer({ allowHalfOpen: true }, (s) => { void this.onConnection(s) })
   }
 
@@ -63,6 +97,8 @@ export class Agent {
   }
 
   async close (): Promise<void> {
+    // Leave nothing in charon: every tunnel's SAs, connection and secret go first.
+    if (this.ipsec !== undefined) await Promise.all(this.ipsec.tunnels.sessions.map((s) => this.ipsec!.tunnels.remove(s)))
     for (const s of this.sockets) s.destroy()
     await new Promise((resolve) => this.server.close(resolve))
   }
@@ -83,6 +119,10 @@ export class Agent {
       const d = verifyDescriptor(frame, { keys: this.cfg.relayKeys, now: nowSec, device: this.cfg.device })
       log = log.child({ session: d.session, user: d.user })
       this.admit(d, nowSec)
+      if (d.mode === 'ipsec') {
+        await this.openTunnel(d, sock, log)
+        return
+      }
       const service = await this.open(d)
       this.track(service)
       sock.write(encodeReply({ ready: true, info: { mode: d.mode } }))
@@ -108,8 +148,40 @@ export class Agent {
     this.seen.set(d.session, d.expires)
   }
 
+  /** IPsec mode: charon as responder behind an RFC 8229 bridge on this stream. */
+  private async openTunnel (d: Descriptor, sock: Socket, log: Logger): Promise<void> {
+    const ic = this.cfg.ipsec
+    if (ic === undefined || this.ipsec === undefined) throw new BeckonError('BECKON_ERR_TERMINAL_REFUSED', 'IPsec mode is not enabled on this agent')
+    const p = d.ipsec!
+    // The agent's own policy: only services it exposes, only its own address.
+    if (p.protocol === 'any' || !p.ports.every((port) => this.cfg.tcpPorts.includes(port))) {
+      throw new BeckonError('BECKON_ERR_FORBIDDEN', `selectors ${p.protocol}/${p.ports.join(',')} exceed what this terminal exposes`)
+    }
+    if (ic.address !== undefined && ic.address !== p.terminal.address) throw new BeckonError('BECKON_ERR_DESCRIPTOR_INVALID', `terminal address ${p.terminal.address} is not ${ic.address}`)
+    let psk: Buffer | undefined
+    if (p.auth === 'psk') {
+      if (ic.x25519Private === undefined) throw new BeckonError('BECKON_ERR_TERMINAL_REFUSED', 'psk mode needs keys.x25519_private')
+      psk = unseal(Buffer.from(p.pskSealed!, 'base64url'), ic.x25519Private, Buffer.from(d.session))
+    }
+    await this.ipsec.host.ensure(p.terminal.address)
+    const bridge = await Rfc8229Bridge.open({ stream: sock, originator: false, charon: { host: '127.0.0.1', port: ic.natTPort }, log })
+    try {
+      await this.ipsec.tunnels.install({ session: d.session, side: 'responder', ipsec: p, psk, pubkey: this.ipsec.pubkey })
+    } catch (err) {
+      bridge.close()
+      throw err
+    }
+    sock.write(encodeReply({ ready: true, info: { mode: 'ipsec', address: p.terminal.address } }))
+    this.stats.accepted++
+    this.stats.tunnels++
+    log.info({ mode: 'ipsec', auth: p.auth, client: p.client.address, ports: p.ports }, 'agent: session open')
+    bridge.once('close', () => {
+      this.stats.tunnels--
+      void this.ipsec!.tunnels.remove(d.session).then(() => log.info(bridge.stats, 'agent: session closed'))
+    })
+  }
+
   private async open (d: Descriptor): Promise<Socket> {
-    if (d.mode !== 'tcp') throw new BeckonError('BECKON_ERR_TERMINAL_REFUSED', 'IPsec mode is not enabled on this agent')
     if (!this.cfg.tcpPorts.includes(d.port!)) throw new BeckonError('BECKON_ERR_FORBIDDEN', `port ${d.port} is not exposed by this terminal`)
     try {
       return await connectTcp(this.cfg.serviceHost, d.port!, 3_000)

@@ -18,13 +18,16 @@ export interface ClientOptions {
   timeoutMs?: number
 }
 
-export type Stage = 'connecting' | 'requested' | 'signalled' | 'called-back' | 'connected'
+export type Stage = 'connecting' | 'requested' | 'signalled' | 'called-back' | 'connected' | 'ipsec-loaded' | 'tunnel-up'
 
 export interface Session {
   socket: Socket
   session: string
   channel: string
   elapsedMs: number
+  /** IPsec mode: the signed descriptor frame and this session's PSK (psk auth). */
+  descriptor?: Buffer
+  psk?: Buffer
 }
 
 const STATUS_CODES: Record<number, ErrorCode> = {
@@ -75,6 +78,10 @@ export async function openSession (o: ClientOptions, target: string, onStage?: (
       }
       if (res.status === 200) {
         const s: Session = { socket: sock, session: res.headers.get('beckon-session') ?? '', channel: res.headers.get('beckon-channel') ?? '', elapsedMs: elapsed() }
+        const desc = res.headers.get('beckon-descriptor')
+        const psk = res.headers.get('beckon-psk')
+        if (desc !== undefined) s.descriptor = Buffer.from(desc, 'base64url')
+        if (psk !== undefined) s.psk = Buffer.from(psk, 'base64url')
         onStage?.('connected', { elapsedMs: s.elapsedMs, session: s.session, channel: s.channel })
         return s
       }

@@ -7,6 +7,7 @@ import { BeckonError } from '../../core/errors.js'
 import { privateKeyFromRaw, publicKeyFromRaw } from '../../core/keys.js'
 import { isDeviceName } from '../../proto/connect/connect.js'
 import { isPasswordHash, type LocalUser } from '../../directory/directory.js'
+import { permanentAddress, ulaPrefix } from '../../ipsec/addresses.js'
 
 export type ChannelName = 'sms' | 'email'
 
@@ -19,6 +20,11 @@ export interface PolicyRule {
 
 export interface DeviceConfig {
   name: string
+  /** Permanent IPv6 address; derived from the name when not configured. */
+  address: string
+  /** The agent's X25519 key: PSKs are sealed for it (IPsec mode). */
+  agentKey: KeyObject | undefined
+  ipsecAuth: 'psk' | 'pubkey'
   msisdn: string | undefined
   email: string | undefined
   channels: ChannelName[]
@@ -27,7 +33,21 @@ export interface DeviceConfig {
   allow: PolicyRule[]
 }
 
+export interface IpsecDefaults {
+  prefix: string
+  domain: string
+  auth: 'psk' | 'pubkey'
+  ikeProposals: string[]
+  espProposals: string[]
+  ikeRekeyS: number
+  childRekeyS: number
+  dpdS: number
+}
+
 export interface RelayConfig {
+  ipsec: IpsecDefaults
+  /** Permanent IPv6 address per user (derived when not configured). */
+  userAddresses: Map<string, string>
   clientListen: { host: string, port: number }
   tls: { cert: string, key: string } | undefined
   allowPlainBasic: boolean
@@ -43,6 +63,12 @@ export interface RelayConfig {
   smpp: { url: string, systemId: string, password: string, sourceAddr: string } | undefined
   users: LocalUser[]
   devices: Map<string, DeviceConfig>
+}
+
+function v6 (f: Fields, key: string): string {
+  const a = f.ip(key)
+  if (!a.includes(':')) throw new BeckonError('BECKON_ERR_CONFIG', `${f.path}.${key} must be an IPv6 address`)
+  return a
 }
 
 function ports (f: Fields, key: string): number[] {
@@ -63,7 +89,26 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
     ? { url: smppF.str('url'), systemId: smppF.str('system_id'), password: smppF.str('password'), sourceAddr: smppF.str('source_addr', 'beckon') }
     : undefined
 
+  const ip = f.sub('ipsec')
+  const authOf = (v: string, where: string): 'psk' | 'pubkey' => {
+    if (v !== 'psk' && v !== 'pubkey') throw new BeckonError('BECKON_ERR_CONFIG', `${where} must be psk or pubkey`)
+    return v
+  }
+  const ipsec: IpsecDefaults = {
+    prefix: ip.str('prefix', 'fd00:beca::/48'),
+    domain: ip.str('domain', 'beckon'),
+    auth: authOf(ip.str('auth', 'psk'), `${ip.path}.auth`),
+    ikeProposals: ip.strList('ike_proposals', ['aes256gcm16-prfsha256-x25519']),
+    espProposals: ip.strList('esp_proposals', ['aes256gcm16']),
+    ikeRekeyS: Math.round(ip.ms('ike_rekey', 4 * 3600_000) / 1000),
+    childRekeyS: Math.round(ip.ms('child_rekey', 3600_000) / 1000),
+    dpdS: Math.max(1, Math.round(ip.ms('dpd', 30_000) / 1000)),
+  }
+  try { ulaPrefix(ipsec.prefix) } catch (err) { throw new BeckonError('BECKON_ERR_CONFIG', `${ip.path}.prefix: ${(err as Error).message}`) }
+  const userAddresses = new Map<string, string>()
+
   const users: LocalUser[] = f.entries('users').map(([name, u]) => {
+    userAddresses.set(name, u.has('address') ? v6(u, 'address') : permanentAddress(ipsec.prefix, 'user', name))
     const passwordHash = u.optStr('password_hash')
     if (passwordHash !== undefined && !isPasswordHash(passwordHash)) {
       throw new BeckonError('BECKON_ERR_CONFIG', `${u.path}.password_hash must be a scrypt hash (beckon hash-password)`)
@@ -84,6 +129,9 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
     if (channels.includes('email') && email === undefined) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}: channel email needs email`)
     devices.set(name, {
       name,
+      address: d.has('address') ? v6(d, 'address') : permanentAddress(ipsec.prefix, 'device', name),
+      agentKey: d.has('agent_public_key') ? publicKeyFromRaw('x25519', d.str('agent_public_key'), `${d.path}.agent_public_key`) : undefined,
+      ipsecAuth: d.has('ipsec_auth') ? authOf(d.str('ipsec_auth'), `${d.path}.ipsec_auth`) : ipsec.auth,
       msisdn,
       email,
       channels,
@@ -94,6 +142,8 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
   }
 
   return {
+    ipsec,
+    userAddresses,
     clientListen: f.hostPort('client_listen', '0.0.0.0:8080'),
     tls,
     allowPlainBasic: f.bool('allow_plain_basic', false),

@@ -25,6 +25,7 @@ import { signDescriptor, readReply, type Descriptor } from '../../proto/descript
 import { DialbackStatus, HELLO_SIZE, decodeHello, encodeAck } from '../../proto/dialback/dialback.js'
 import { Tunnel, checkDialbackProof, sealSignal } from '../../proto/signal/token.js'
 import type { DeviceConfig, RelayConfig } from './config.js'
+import { ipsecGrant } from './ipsec.js'
 import { RateLimiter, authorize } from './policy.js'
 
 const HANDSHAKE_TIMEOUT_MS = 5_000
@@ -140,6 +141,8 @@ export class Relay {
 
       const sessionId = randomBytes(12)
       const key = randomBytes(32)
+      // IPsec parameters first: a device that cannot do IPsec fails before any SMS.
+      const grant = target.mode === 'ipsec' ? ipsecGrant(this.cfg, device, user, sessionId, key) : undefined
       sessionKeyHex = sessionId.toString('hex')
       log = log.child({ session: sessionKeyHex })
       const dialback = this.expectDialback(sessionId, key, device)
@@ -167,9 +170,10 @@ export class Relay {
         device: device.name,
         user: user.name,
         expires: Math.floor(this.now() / 1000) + 60,
-        ...(target.mode === 'tcp' ? { mode: 'tcp' as const, port: target.port } : { mode: 'ipsec' as const }),
+        ...(target.mode === 'tcp' ? { mode: 'tcp' as const, port: target.port } : { mode: 'ipsec' as const, ipsec: grant!.params }),
       }
-      dial.write(signDescriptor(descriptor, this.cfg.ed25519Private))
+      const frame = signDescriptor(descriptor, this.cfg.ed25519Private)
+      dial.write(frame)
       const reply = await Promise.race([readReply(dial, HANDSHAKE_TIMEOUT_MS), clientGone]).catch((err: unknown) => {
         dial.destroy()
         throw toBeckonError(err, 'BECKON_ERR_TERMINAL_REFUSED')
@@ -180,7 +184,11 @@ export class Relay {
       }
 
       const elapsed = this.now() - started
-      client.write(responseHead(200, { 'Beckon-Session': sessionKeyHex, 'Beckon-Channel': channel, 'Beckon-Elapsed-Ms': elapsed }))
+      const ipsecHeaders: Record<string, string> = grant === undefined ? {} : {
+        'Beckon-Descriptor': frame.toString('base64url'),
+        ...(grant.psk === undefined ? {} : { 'Beckon-Psk': grant.psk.toString('base64url') }),
+      }
+      client.write(responseHead(200, { 'Beckon-Session': sessionKeyHex, 'Beckon-Channel': channel, 'Beckon-Elapsed-Ms': elapsed, ...ipsecHeaders }))
       if (head.length > 0) dial.write(head)
       this.stats.opened++
       this.stats.active++
