@@ -21,7 +21,7 @@ import { TunnelManager } from '../ipsec/tunnels.js'
 import { ViciSession } from '../proto/vici/session.js'
 import { openSession, type ClientOptions, type Session, type Stage } from '../roles/client/client.js'
 import { openTunnel, type Tunnel } from '../roles/client/ipsec.js'
-import { exitWithError } from './output.js'
+import { exitWithError, onTerminate } from './output.js'
 
 interface ConnectFlags {
   relay?: string
@@ -95,8 +95,7 @@ async function connectIpsec (device: string, flags: ConnectFlags): Promise<void>
     await vici.close()
     process.exit(code)
   }
-  process.once('SIGINT', () => { void stop(0) })
-  process.once('SIGTERM', () => { void stop(0) })
+  onTerminate(() => stop(0))
   await tunnel.closed
   if (flags.json === true) process.stderr.write(JSON.stringify({ stage: 'closed' }) + '\n')
   else process.stderr.write('beckon: the path to the device closed\n')
@@ -136,9 +135,7 @@ async function connect (device: string, flags: ConnectFlags): Promise<void> {
   const addr = server.address() as net.AddressInfo
   if (flags.json === true) process.stderr.write(JSON.stringify({ stage: 'forwarding', listen: `${addr.address}:${addr.port}`, target }) + '\n')
   else process.stderr.write(`beckon: forwarding ${addr.address}:${addr.port} → ${target}\n`)
-  const stop = (): void => { server.close(); process.exit(0) }
-  process.once('SIGINT', stop)
-  process.once('SIGTERM', stop)
+  onTerminate(() => { server.close(); process.exit(0) })
 }
 
 export function registerConnect (program: Command): void {

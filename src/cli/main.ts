@@ -5,6 +5,7 @@
  */
 import { Command } from 'commander'
 import { createRequire } from 'node:module'
+import { registerCa } from './ca.js'
 import { registerConnect } from './connect.js'
 import { registerLab } from './lab.js'
 import { registerRoles } from './roles.js'
@@ -24,5 +25,6 @@ registerRoles(program)
 registerConnect(program)
 registerVici(program)
 registerLab(program)
+registerCa(program)
 
 await program.parseAsync(process.argv)

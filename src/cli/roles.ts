@@ -18,20 +18,16 @@ import { Agent, parseAgentConfig, type AgentIpsec } from '../roles/agent/agent.j
 import { Gateway, parseGatewayConfig } from '../roles/gateway/gateway.js'
 import { Relay } from '../roles/relay/relay.js'
 import { parseRelayConfig } from '../roles/relay/config.js'
-import { exitWithError } from './output.js'
+import { exitWithError, onTerminate } from './output.js'
 import { BeckonError } from '../core/errors.js'
 
 function onShutdown (log: Logger, stop: () => Promise<void>): void {
-  let stopping = false
-  const handler = (sig: string): void => {
-    if (stopping) return
-    stopping = true
+  onTerminate(async (sig) => {
     log.info({ signal: sig }, 'shutting down')
-    stop().catch((err) => log.error({ err }, 'shutdown failed')).finally(() => process.exit(0))
     setTimeout(() => process.exit(1), 5_000).unref()
-  }
-  process.once('SIGTERM', () => handler('SIGTERM'))
-  process.once('SIGINT', () => handler('SIGINT'))
+    await stop().catch((err) => log.error({ err }, 'shutdown failed'))
+    process.exit(0)
+  })
 }
 
 async function relay (configPath: string | undefined): Promise<void> {

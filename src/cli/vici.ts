@@ -10,7 +10,7 @@ import { BeckonError } from '../core/errors.js'
 import { sectionToJson, type ViciSection } from '../proto/vici/codec.js'
 import { DEFAULT_URI } from '../proto/vici/conn.js'
 import { BROADCAST_EVENTS, STREAMED_COMMANDS, ViciSession } from '../proto/vici/session.js'
-import { exitWithError } from './output.js'
+import { exitWithError, onTerminate } from './output.js'
 
 interface ViciOpts {
   socket?: string
@@ -71,10 +71,7 @@ async function watch (o: ViciOpts): Promise<void> {
     line(`{"time":${JSON.stringify(new Date().toISOString())},"event":${JSON.stringify(ev.name)},"message":${sectionToJson(ev.message)}}`)
   })
   process.stderr.write(`watching ${names.join(', ')}\n`)
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve)
-    process.once('SIGTERM', resolve)
-  })
+  await new Promise<void>((resolve) => { onTerminate(() => resolve()) })
   await vici.close()
 }
 

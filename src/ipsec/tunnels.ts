@@ -125,10 +125,14 @@ export class TunnelManager {
   /** Initiator: brings IKE_SA and CHILD_SA up; resolves with the IKE_SA as charon lists it. */
   async initiate (session: string, timeoutMs = 15_000): Promise<IkeSa> {
     const name = connName(session)
+    const lines: string[] = []
     try {
-      await this.vici.initiate({ child: 'svc', ike: name, timeout: timeoutMs })
+      await this.vici.initiate({ child: 'svc', ike: name, timeout: timeoutMs, onLog: (l) => lines.push(l.msg) })
     } catch (err) {
-      throw new BeckonError('BECKON_ERR_IPSEC_FAILED', toBeckonError(err).message, { cause: err })
+      // charon's errmsg only says that it failed; its log says why (e.g. the peer's
+      // AUTHENTICATION_FAILED notify, or no trusted certificate).
+      const why = lines.filter((l) => /AUTHENTICATION_FAILED|NO_PROPOSAL|TS_UNACCEPTABLE|no trusted|constraint|failed to|not found|unable to/i.test(l)).slice(-2)
+      throw new BeckonError('BECKON_ERR_IPSEC_FAILED', [toBeckonError(err).detail ?? toBeckonError(err).message, ...why].join('; '), { cause: err })
     }
     const sa = (await this.vici.listSas({ ike: name }))[0]
     if (sa === undefined) throw new BeckonError('BECKON_ERR_IPSEC_FAILED', `${name} not listed after initiate`)

@@ -26,7 +26,7 @@ import { hashPassword } from '../directory/directory.js'
 import { permanentAddress } from '../ipsec/addresses.js'
 import { ViciSession } from '../proto/vici/session.js'
 import { CHARON_BIN, strongswanConf } from './charon.js'
-import { run, waitFor } from './exec.js'
+import { run, waitFor } from '../core/exec.js'
 import { Netns, createNetns, deleteNetns, listNetns, veth } from './netns.js'
 
 export const NODE_NAMES = ['client', 'relay', 'smsc', 'mail', 'carrier-fw', 'gateway', 'terminal'] as const

@@ -5,7 +5,7 @@
  * and its links; tests call it from a teardown that runs on failure too.
  */
 import { spawnSync } from 'node:child_process'
-import { run, type RunResult } from './exec.js'
+import { run, type RunResult } from '../core/exec.js'
 
 export class Netns {
   constructor (readonly name: string) {}

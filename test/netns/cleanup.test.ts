@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { listNetns } from '../../src/lab/netns.js'
-import { waitFor } from '../../src/lab/exec.js'
+import { waitFor } from '../../src/core/exec.js'
 import { requireRoot } from '../helpers/charon-pair.js'
 
 if (!requireRoot(t)) process.exit(1)

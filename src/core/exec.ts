@@ -1,5 +1,5 @@
 /**
- * Running host tools (ip, nft, mount) with their stderr turned into coded errors.
+ * Running host tools (ip, nft, pki, openssl) with their stderr turned into coded errors.
  */
 import { spawn } from 'node:child_process'
 import { BeckonError } from '../core/errors.js'
@@ -8,10 +8,14 @@ export interface RunResult {
   code: number
   stdout: string
   stderr: string
+  /** With `binary`: stdout as bytes. */
+  stdoutBytes?: Buffer
 }
 
 export interface RunOptions {
-  input?: string
+  input?: string | Buffer
+  /** Keep stdout as bytes too (DER, keys). */
+  binary?: boolean
   /** Resolve with the result instead of throwing on a non-zero exit. */
   allowFail?: boolean
   env?: NodeJS.ProcessEnv
@@ -21,9 +25,9 @@ export interface RunOptions {
 export function run (cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env })
-    let stdout = ''
+    const out: Buffer[] = []
     let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d })
+    child.stdout.on('data', (d: Buffer) => { out.push(d) })
     child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000)
     child.on('error', (err) => {
@@ -32,7 +36,9 @@ export function run (cmd: string, args: readonly string[], opts: RunOptions = {}
     })
     child.on('close', (code, signal) => {
       clearTimeout(timer)
-      const res = { code: code ?? (signal === null ? 1 : 128), stdout, stderr }
+      const bytes = Buffer.concat(out)
+      const stdout = bytes.toString('utf8')
+      const res: RunResult = { code: code ?? (signal === null ? 1 : 128), stdout, stderr, ...(opts.binary === true ? { stdoutBytes: bytes } : {}) }
       if (res.code !== 0 && opts.allowFail !== true) {
         reject(new BeckonError('BECKON_ERR_LAB', `${cmd} ${args.join(' ')} exited ${res.code}: ${stderr.trim() || stdout.trim()}`))
       } else resolve(res)
