@@ -43,7 +43,9 @@ function clientOptions (flags: ConnectFlags): ClientOptions {
   const f = clientFields(flags)
   const raw = { ...f.obj }
   if (flags.relay !== undefined) raw.relay = flags.relay
-  if (flags.user !== undefined) raw.user = flags.user
+  // The config's password belongs to the config's user, not to one given with --user.
+  if (flags.user !== undefined && flags.user !== raw.user) { raw.user = flags.user; delete raw.password }
+  if (process.env.BECKON_PASSWORD !== undefined) raw.password = process.env.BECKON_PASSWORD
   const g = new Fields(raw, f.path)
   if (!g.has('relay')) throw new BeckonError('BECKON_ERR_USAGE', 'no relay: pass --relay host:port or set relay in the client config')
   const tls = g.bool('tls', true)
@@ -52,7 +54,7 @@ function clientOptions (flags: ConnectFlags): ClientOptions {
     relay: g.hostPort('relay'),
     tls: tls ? { ca: ca === undefined ? undefined : readFileSync(ca), servername: g.optStr('servername') } : undefined,
     user: g.optStr('user'),
-    password: g.optStr('password') ?? process.env.BECKON_PASSWORD,
+    password: g.optStr('password'),
     token: g.optStr('token'),
   }
 }
