@@ -8,7 +8,7 @@ import { BeckonError } from '../core/errors.js'
 import { NODE_NAMES, labDown, labExec, labStatus, labUp, type LabState } from '../lab/lab.js'
 import { exitWithError, printJson } from './output.js'
 
-interface LabFlags { stateDir: string, prefix: string, json?: boolean, withSink?: boolean }
+interface LabFlags { stateDir: string, prefix: string, json?: boolean, withSink?: boolean, ipsecAuth?: string }
 
 const defaults = { stateDir: process.env.BECKON_LAB_DIR ?? '/tmp/beckon-lab', prefix: process.env.BECKON_LAB_PREFIX ?? 'beckon' }
 
@@ -23,7 +23,7 @@ function table (st: LabState): string {
     `user:      ${st.user.name} / ${st.user.password}, permanent address ${st.user.permanentAddress}`,
     `           ${st.user2.name} / ${st.user2.password}, permanent address ${st.user2.permanentAddress}`,
     `           (visitor without access: ${st.visitor.name} / ${st.visitor.password})`,
-    `IPsec:     ${st.terminal.device} at ${st.terminal.permanentAddress} (tcp/8080), PSK per session`,
+    `IPsec:     ${st.terminal.device} at ${st.terminal.permanentAddress} (tcp/8080), auth ${st.ipsec.auth} (lab CA ${st.ipsec.ca})`,
     '',
     'try:',
     `  beckon lab exec client -- beckon connect ${st.terminal.device} &          # IPsec mode`,
@@ -45,9 +45,11 @@ export function registerLab (program: Command): void {
   common(lab.command('up').description('create the nodes, start SMSC, relay, gateway, agent and the sample service'))
     .option('--json', 'print the status as JSON')
     .option('--with-sink', 'also run the bench byte sink on terminal:9000 (bench/splice)')
+    .option('--ipsec-auth <mode>', 'psk (default) or pubkey for the sample device')
     .action(async (f: LabFlags) => {
       try {
-        const st = await labUp({ stateDir: f.stateDir, prefix: f.prefix, sink: f.withSink })
+        if (f.ipsecAuth !== undefined && f.ipsecAuth !== 'psk' && f.ipsecAuth !== 'pubkey') throw new BeckonError('BECKON_ERR_USAGE', '--ipsec-auth must be psk or pubkey')
+        const st = await labUp({ stateDir: f.stateDir, prefix: f.prefix, sink: f.withSink, ipsecAuth: f.ipsecAuth as 'psk' | 'pubkey' | undefined })
         if (f.json === true) printJson(labStatus(st.stateDir))
         else process.stdout.write(table(st) + '\n')
       } catch (err) { exitWithError(err) }

@@ -24,6 +24,7 @@ import { BeckonError } from '../core/errors.js'
 import { generateRawKeyPair } from '../core/keys.js'
 import { hashPassword } from '../directory/directory.js'
 import { permanentAddress } from '../ipsec/addresses.js'
+import { caInit, caIssue } from '../ipsec/ca.js'
 import { ViciSession } from '../proto/vici/session.js'
 import { CHARON_BIN, strongswanConf } from './charon.js'
 import { run, waitFor } from '../core/exec.js'
@@ -65,7 +66,7 @@ export interface LabState {
   /** A second physician, for two users holding tunnels at once. */
   user2: { name: string, password: string, permanentAddress: string }
   visitor: { name: string, password: string }
-  ipsec: { prefix: string, terminalAddress: string, clientVici: string, terminalVici: string }
+  ipsec: { prefix: string, domain: string, auth: 'psk' | 'pubkey', terminalAddress: string, clientVici: string, terminalVici: string, ca: string }
   clientConfig: string
   processes: Record<string, LabProcess>
 }
@@ -75,6 +76,8 @@ export interface LabOptions {
   prefix: string
   /** Also run the bench sink on the terminal (port 9000) and allow it by policy. */
   sink?: boolean
+  /** IPsec authentication for the sample device (default psk). */
+  ipsecAuth?: 'psk' | 'pubkey'
 }
 
 const ip = (cidr: string): string => cidr.split('/')[0]!
@@ -244,7 +247,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
   if (existsSync(statePath(stateDir))) throw new BeckonError('BECKON_ERR_LAB', `a lab is already up at ${stateDir}; run beckon lab down first`)
   const taken = (await listNetns()).filter((n) => n.startsWith(`${o.prefix}-`))
   if (taken.length > 0) throw new BeckonError('BECKON_ERR_LAB', `namespaces ${taken.join(', ')} exist; run beckon lab down or choose another --prefix`)
-  for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal']) mkdirSync(join(stateDir, d), { recursive: true })
+  for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal', 'ca']) mkdirSync(join(stateDir, d), { recursive: true })
 
   const nodes = Object.fromEntries(NODE_NAMES.map((n) => [n, { netns: `${o.prefix}-${n}`, addresses: ADDRESSES[n] }])) as LabState['nodes']
   const relayAddr = ip(ADDRESSES.relay.eth0!)
@@ -261,7 +264,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     user,
     user2,
     visitor,
-    ipsec: { prefix, terminalAddress: permanentAddress(prefix, 'device', DEVICE.name), clientVici: `unix://${join(stateDir, 'charon', 'client', 'charon.vici')}`, terminalVici: `unix://${join(stateDir, 'charon', 'terminal', 'charon.vici')}` },
+    ipsec: { prefix, domain: 'lab.beckon.example', auth: o.ipsecAuth ?? 'psk', ca: join(stateDir, 'ca', 'ca.crt'), terminalAddress: permanentAddress(prefix, 'device', DEVICE.name), clientVici: `unix://${join(stateDir, 'charon', 'client', 'charon.vici')}`, terminalVici: `unix://${join(stateDir, 'charon', 'terminal', 'charon.vici')}` },
     clientConfig: join(stateDir, 'client', 'client.yaml'),
     processes: {},
   }
@@ -275,6 +278,14 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     const gwX = generateRawKeyPair('x25519')
     const agentX = generateRawKeyPair('x25519')
     for (const n of ['client', 'terminal']) writeFileSync(join(stateDir, 'charon', n, 'strongswan.conf'), strongswanConf({ dir: join(stateDir, 'charon', n) }))
+    // The deployment CA and certificates for pubkey mode (identities as the relay names them).
+    const caDir = join(stateDir, 'ca')
+    await caInit(caDir, 'Beckon lab CA')
+    const certOf = async (id: string): Promise<{ cert: string, key: string, ca: string }> => ({ ...(await caIssue(caDir, id)), ca: st.ipsec.ca })
+    const [userCert, user2Cert, deviceCert] = await Promise.all([
+      certOf(`${user.name}@${st.ipsec.domain}`), certOf(`${user2.name}@${st.ipsec.domain}`), certOf(`${DEVICE.name}.${st.ipsec.domain}`),
+    ])
+    writeYaml(join(stateDir, 'client', 'client2.yaml'), { relay: st.relay.client, tls: true, ca: tls.ca, user: user2.name, password: user2.password, ipsec: { vici: st.ipsec.clientVici, pubkey: user2Cert } })
     const smscUrl = `smpp://${ip(ADDRESSES.smsc.eth0!)}:${PORTS.smpp}`
     const smppPw = { relay: randomBytes(6).toString('hex'), gateway: randomBytes(6).toString('hex') }
     const etc = (f: string): string => join(stateDir, 'etc', f)
@@ -290,7 +301,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       public_address: relayAddr,
       keys: { x25519_private: relayX.privateKey, ed25519_private: relayEd.privateKey },
       smpp: { url: smscUrl, system_id: 'relay', password: smppPw.relay, source_addr: 'beckon' },
-      ipsec: { prefix, domain: 'lab.beckon.example', auth: 'psk', dpd: '10s' },
+      ipsec: { prefix, domain: st.ipsec.domain, auth: st.ipsec.auth, dpd: '10s' },
       users: {
         [user.name]: { password_hash: await hashPassword(user.password), groups: ['physicians'] },
         [user2.name]: { password_hash: await hashPassword(user2.password), groups: ['physicians'] },
@@ -321,9 +332,9 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       tcp_ports: o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service],
       service_host: '127.0.0.1',
       keys: { x25519_private: agentX.privateKey },
-      ipsec: { vici: st.ipsec.terminalVici, address: st.ipsec.terminalAddress },
+      ipsec: { vici: st.ipsec.terminalVici, address: st.ipsec.terminalAddress, pubkey: deviceCert },
     })
-    writeYaml(st.clientConfig, { relay: st.relay.client, tls: true, ca: tls.ca, user: user.name, password: user.password, ipsec: { vici: st.ipsec.clientVici } })
+    writeYaml(st.clientConfig, { relay: st.relay.client, tls: true, ca: tls.ca, user: user.name, password: user.password, ipsec: { vici: st.ipsec.clientVici, pubkey: userCert } })
     // Public keys and secrets tests may need (e.g. to forge or replay signals).
     writeYaml(etc('lab-secrets.yaml'), { smsc_url: smscUrl, smpp_relay_password: smppPw.relay, relay_x25519_public: relayX.publicKey, gateway_x25519_public: gwX.publicKey })
     const shim = join(stateDir, 'bin', 'beckon')

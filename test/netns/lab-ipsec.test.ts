@@ -13,7 +13,10 @@ import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { waitFor } from '../../src/core/exec.js'
-import { readLabState, type LabState } from '../../src/lab/lab.js'
+import { writeFileSync } from 'node:fs'
+import { parse as parseYaml, stringify as toYaml } from 'yaml'
+import { caInit, caIssue } from '../../src/ipsec/ca.js'
+import { readLabState, startRole, stopRole, type LabState } from '../../src/lab/lab.js'
 import { ViciSession } from '../../src/proto/vici/session.js'
 import { BECKON, beckon } from '../helpers/cli.js'
 import { requireRoot } from '../helpers/charon-pair.js'
@@ -36,9 +39,10 @@ async function inNode (node: string, argv: string[], timeoutMs = 30_000): Promis
 }
 
 /** Starts `beckon connect patient-phone` (IPsec mode) and waits for the tunnel. */
-async function connect (user?: { name: string, password: string }): Promise<{ proc: ChildProcess, stages: Array<Record<string, unknown>> }> {
+async function connect (user?: { name: string, password: string }, config?: string): Promise<{ proc: ChildProcess, stages: Array<Record<string, unknown>> }> {
   const args = ['lab', 'exec', ...labArgs, 'client', '--', process.execPath, BECKON, 'connect', 'patient-phone', '--json']
   if (user !== undefined) args.push('--user', user.name)
+  if (config !== undefined) args.push('--config', config)
   const proc = spawn(process.execPath, [BECKON, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(user === undefined ? {} : { BECKON_PASSWORD: user.password }) } })
   children.push(proc)
   const stages: Array<Record<string, unknown>> = []
@@ -176,4 +180,52 @@ t.test('two users at once; closing one leaves the other; closing both leaves not
     const routes = await inNode(node, ['ip', '-6', 'route', 'show', 'table', '220'])
     t.equal(routes.stdout.trim(), '', `${side}: no route left in table 220`)
   }
+})
+
+t.test('charon restarted under a live tunnel: the client reloads and traffic resumes', async (t) => {
+  const { proc } = await connect()
+  t.equal((await get('/glucose')).status, 0)
+  await stopRole(st, 'charon-client')
+  await startRole(st, 'charon-client')
+  await waitFor('traffic through the re-established tunnel', async () => (await get('/glucose')).status === 0, 30_000)
+  t.pass('the glucose log is reachable again without a new rendezvous')
+  await stop(proc)
+})
+
+t.test('pubkey mode: certificates from the lab CA; a certificate from another CA fails clearly', async (t) => {
+  const relayYaml = join(stateDir, 'etc', 'relay.yaml')
+  const original = readFileSync(relayYaml, 'utf8')
+  const cfg = parseYaml(original) as Record<string, any>
+  cfg.devices['patient-phone'].ipsec_auth = 'pubkey'
+  writeFileSync(relayYaml, toYaml(cfg))
+  await stopRole(st, 'relay')
+  await startRole(st, 'relay')
+  t.teardown(async () => {
+    writeFileSync(relayYaml, original)
+    await stopRole(st, 'relay')
+    await startRole(st, 'relay')
+  })
+
+  const { proc, stages } = await connect()
+  t.equal(stages.find((s) => s.stage === 'ipsec-loaded')?.auth, 'pubkey')
+  t.equal((await get('/glucose')).status, 0, 'glucose over a certificate-authenticated tunnel')
+  const tv = await vici(st.ipsec.terminalVici)
+  t.equal((await tv.listSas())[0]?.remoteId, `${st.user.name}@${st.ipsec.domain}`, 'the terminal authenticated the user by certificate')
+  await stop(proc)
+
+  // Same identity, but issued by a CA the terminal does not trust.
+  const other = mkdtempSync(join(tmpdir(), 'beckon-otherca-'))
+  await caInit(other, 'Not the lab CA')
+  const forged = await caIssue(other, `${st.user.name}@${st.ipsec.domain}`)
+  const clientCfg = parseYaml(readFileSync(st.clientConfig, 'utf8')) as Record<string, any>
+  clientCfg.ipsec.pubkey = { cert: forged.cert, key: forged.key, ca: st.ipsec.ca }
+  const bad = join(stateDir, 'client', 'client-forged.yaml')
+  writeFileSync(bad, toYaml(clientCfg))
+  const r = await beckon(['lab', 'exec', ...labArgs, 'client', '--', process.execPath, BECKON, 'connect', 'patient-phone', '--config', bad], { timeoutMs: 60_000 })
+  t.equal(r.status, 1, 'beckon connect exits 1')
+  const err = JSON.parse(r.stderr.trim().split('\n').pop()!) as { error: { code: string, message: string } }
+  t.equal(err.error.code, 'BECKON_ERR_IPSEC_FAILED')
+  t.match(err.error.message, /AUTHENTICATION_FAILED/, 'and says why')
+  await waitFor('the terminal to clean up', async () => (await tv.getConns()).length === 0, 10_000)
+  t.same(await tv.getConns(), [], 'the refused session left nothing on the terminal')
 })
