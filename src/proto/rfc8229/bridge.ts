@@ -53,7 +53,8 @@ export class Rfc8229Bridge extends EventEmitter {
 
   /** Binds the loopback UDP socket and starts moving datagrams. */
   static async open (o: BridgeOptions): Promise<Rfc8229Bridge> {
-    const udp = dgram.createSocket({ type: o.charon.host.includes(':') ? 'udp6' : 'udp4' })
+    // Room for bursts: a datagram the kernel drops here is a loss inside the tunnel.
+    const udp = dgram.createSocket({ type: o.charon.host.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 })
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject)
       udp.bind(0, o.charon.host, () => { udp.off('error', reject); resolve() })
@@ -69,16 +70,20 @@ export class Rfc8229Bridge extends EventEmitter {
   private start (): void {
     const { stream } = this.o
     const decoder = new FrameDecoder(!this.o.originator)
+    // Each frame is a whole packet already: Nagle would only hold small ones back.
+    stream.setNoDelay(true)
     if (this.o.originator) stream.write(PREFIX)
 
+    let corked = false
+    const flush = (): void => { corked = false; stream.uncork() }
     this.udp.on('message', (msg, rinfo) => {
       this.peer = { address: rinfo.address, port: rinfo.port }
       if (stream.writableLength > this.maxQueue) { this.stats.dropped++; return }
       if (msg.length === 1 && msg[0] === 0xff) this.stats.keepalives++
-      stream.cork()
+      // Datagrams read in one event-loop turn leave in one writev.
+      if (!corked) { corked = true; stream.cork(); setImmediate(flush) }
       stream.write(frameHeader(msg))
       stream.write(msg)
-      stream.uncork()
       this.stats.toStream++
     })
     this.udp.on('error', (err) => this.close(toBeckonError(err, 'BECKON_ERR_PROTOCOL')))
