@@ -1,14 +1,14 @@
 /**
- * Puts a permanent address on this host (rtnetlink, via the `netlink` package), so
- * kernel-libipsec can use it as the source of the route it installs through its TUN
- * (table 220, `src <local TS address>`). It goes on `lo` as a /128 without DAD: the
- * address must be usable at once and belongs to no link.
+ * Puts a permanent address on this host, so kernel-libipsec can use it as the source of
+ * the route it installs through its TUN (table 220, `src <local TS address>`). It goes on
+ * `lo` as a /128 without DAD: usable at once, belonging to no link. The rtnetlink work
+ * runs in netlink-helper.ts as a child process (see there why).
  */
-import { createRtNetlink } from 'netlink'
+import { fileURLToPath } from 'node:url'
 import { BeckonError } from '../core/errors.js'
-import { ipv6Bytes } from './addresses.js'
+import { run } from '../core/exec.js'
 
-const AF_INET6 = 10
+const HELPER = fileURLToPath(new URL('./netlink-helper.js', import.meta.url))
 
 export interface HostAddresses {
   ensure (address: string): Promise<void>
@@ -19,20 +19,13 @@ export class NetlinkHostAddresses implements HostAddresses {
 
   async ensure (address: string): Promise<void> {
     if (this.done.has(address)) return
-    const bytes = ipv6Bytes(address)
-    const rt = createRtNetlink()
-    try {
-      const lo = (await rt.getLinks()).find((l) => l.attrs.ifname === 'lo')
-      if (lo?.data.index === undefined) throw new BeckonError('BECKON_ERR_IPSEC_FAILED', 'no loopback interface')
-      try {
-        await rt.newAddress({ family: AF_INET6, prefixlen: 128, index: lo.data.index, flags: { nodad: true, permanent: true } }, { address: bytes, local: bytes })
-      } catch (err) {
-        if (!/EEXIST/.test(String((err as Error).message))) throw new BeckonError('BECKON_ERR_IPSEC_FAILED', `adding ${address}: ${(err as Error).message}`)
-      }
-      this.done.add(address)
-    } finally {
-      rt.socket.close()
+    const r = await run(process.execPath, [HELPER, address], { allowFail: true, timeoutMs: 10_000 })
+    if (r.code !== 0) {
+      let msg = r.stderr.trim()
+      try { msg = (JSON.parse(msg) as { error: { message: string } }).error.message } catch { /* raw stderr */ }
+      throw new BeckonError('BECKON_ERR_IPSEC_FAILED', `cannot add ${address}: ${msg}`)
     }
+    this.done.add(address)
   }
 }
 
