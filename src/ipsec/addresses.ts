@@ -9,38 +9,20 @@
  * the config overrides it. Inner traffic is IPv6; the outer path stays IPv4.
  */
 import { createHash } from 'node:crypto'
-import { isIP } from 'node:net'
 import { BeckonError } from '../core/errors.js'
+import { ipBytes, ipString } from '../core/ip.js'
 
 export type AddressKind = 'user' | 'device'
 const SUBNET: Record<AddressKind, number> = { user: 1, device: 2 }
 
-/** 16 bytes of an IPv6 address (full or with ::), or throws. */
+/** 16 bytes of an IPv6 address, or throws. */
 export function ipv6Bytes (addr: string): Buffer {
-  if (isIP(addr) !== 6 || addr.includes('.')) throw new BeckonError('BECKON_ERR_CONFIG', `${addr} is not an IPv6 address`)
-  const [head, tail] = addr.includes('::') ? addr.split('::') as [string, string] : [addr, undefined]
-  const h = head === '' ? [] : head.split(':')
-  const tl = tail === undefined || tail === '' ? [] : tail.split(':')
-  const groups = [...h, ...Array(8 - h.length - tl.length).fill('0'), ...tl]
-  const b = Buffer.alloc(16)
-  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2))
+  const b = ipBytes(addr)
+  if (b?.length !== 16) throw new BeckonError('BECKON_ERR_CONFIG', `${addr} is not an IPv6 address`)
   return b
 }
 
-/** RFC 5952 text form. */
-export function ipv6String (b: Buffer): string {
-  const g: string[] = []
-  for (let i = 0; i < 16; i += 2) g.push(b.readUInt16BE(i).toString(16))
-  let best = -1; let len = 0
-  for (let i = 0; i < 8;) {
-    if (g[i] !== '0') { i++; continue }
-    let j = i
-    while (j < 8 && g[j] === '0') j++
-    if (j - i > len && j - i >= 2) { best = i; len = j - i }
-    i = j
-  }
-  return best < 0 ? g.join(':') : `${g.slice(0, best).join(':')}::${g.slice(best + len).join(':')}`
-}
+export { ipString as ipv6String }
 
 /** Checks a ULA /48 such as fd00:beca::/48 and returns its first 6 bytes. */
 export function ulaPrefix (prefix: string): Buffer {
@@ -57,5 +39,5 @@ export function permanentAddress (prefix: string, kind: AddressKind, name: strin
   ulaPrefix(prefix).copy(b, 0)
   b.writeUInt16BE(SUBNET[kind], 6)
   createHash('sha256').update('beckon-permanent-v1').update(kind).update('\0').update(name).digest().copy(b, 8, 0, 8)
-  return ipv6String(b)
+  return ipString(b)
 }

@@ -27,8 +27,8 @@
  * (≤ 41 with IPv4): MSISDNs fit; e-mail references must be short mailbox names.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, diffieHellman, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto'
-import { isIP } from 'node:net'
 import { BeckonError } from '../../core/errors.js'
+import { ipBytes, ipString } from '../../core/ip.js'
 import { rawPublic } from '../../core/keys.js'
 
 export const TOKEN_VERSION = 1
@@ -73,36 +73,9 @@ function sealingKey (own: KeyObject, peer: KeyObject, relayPub: Buffer, gatewayP
 }
 
 function addressBytes (addr: string): Buffer {
-  const fam = isIP(addr)
-  if (fam === 4) return Buffer.from(addr.split('.').map(Number))
-  if (fam === 6) {
-    const [head, tail] = addr.includes('::') ? addr.split('::') as [string, string] : [addr, undefined]
-    const h = head === '' ? [] : head.split(':')
-    const tl = tail === undefined ? [] : tail === '' ? [] : tail.split(':')
-    if (tl.length > 0 && tl[tl.length - 1]!.includes('.')) throw bad('BECKON_ERR_SIGNAL_MALFORMED', 'IPv4-mapped relay addresses are not supported')
-    const groups = [...h, ...Array(8 - h.length - tl.length).fill('0'), ...tl]
-    const b = Buffer.alloc(16)
-    groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2))
-    return b
-  }
-  throw bad('BECKON_ERR_SIGNAL_MALFORMED', `relay address ${JSON.stringify(addr)} is not an IP address`)
-}
-
-function addressString (b: Buffer): string {
-  if (b.length === 4) return [...b].join('.')
-  const groups: string[] = []
-  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16))
-  // Canonical compression (RFC 5952): the longest run of ≥ 2 zero groups.
-  let best = -1; let bestLen = 0
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== '0') { i++; continue }
-    let j = i
-    while (j < 8 && groups[j] === '0') j++
-    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i }
-    i = j
-  }
-  if (best < 0) return groups.join(':')
-  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`
+  const b = ipBytes(addr)
+  if (b === undefined) throw bad('BECKON_ERR_SIGNAL_MALFORMED', `relay address ${JSON.stringify(addr)} is not an IP address`)
+  return b
 }
 
 function isPrintableAscii (s: string): boolean {
@@ -146,7 +119,7 @@ export function decodePlaintext (b: Buffer): Signal {
   const alen = (flags & 0x10) !== 0 ? 16 : 4
   let o = 1
   need(alen + 2 + SESSION_ID + 4 + SESSION_KEY + 1, o, 'fixed fields')
-  const relayAddress = addressString(b.subarray(o, o + alen)); o += alen
+  const relayAddress = ipString(b.subarray(o, o + alen)); o += alen
   const dialbackPort = b.readUInt16BE(o); o += 2
   if (dialbackPort === 0) throw bad('BECKON_ERR_SIGNAL_MALFORMED', 'dial-back port 0')
   const sessionId = Buffer.from(b.subarray(o, o + SESSION_ID)); o += SESSION_ID
