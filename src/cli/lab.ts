@@ -8,7 +8,7 @@ import { BeckonError } from '../core/errors.js'
 import { NODE_NAMES, labDown, labExec, labStatus, labUp, type LabState } from '../lab/lab.js'
 import { exitWithError, printJson } from './output.js'
 
-interface LabFlags { stateDir: string, prefix: string, json?: boolean, withSink?: boolean, ipsecAuth?: string }
+interface LabFlags { stateDir: string, prefix: string, json?: boolean, withSink?: boolean, ipsecAuth?: string, channels?: string }
 
 const defaults = { stateDir: process.env.BECKON_LAB_DIR ?? '/tmp/beckon-lab', prefix: process.env.BECKON_LAB_PREFIX ?? 'beckon' }
 
@@ -23,6 +23,7 @@ function table (st: LabState): string {
     `user:      ${st.user.name} / ${st.user.password}, permanent address ${st.user.permanentAddress}`,
     `           ${st.user2.name} / ${st.user2.password}, permanent address ${st.user2.permanentAddress}`,
     `           (visitor without access: ${st.visitor.name} / ${st.visitor.password})`,
+    `mail:      SMTP submission ${st.mail.smtp} (STARTTLS), IMAPS ${st.mail.imap}; ${st.terminal.device} signals by ${st.channels.join(' then ')}`,
     `IPsec:     ${st.terminal.device} at ${st.terminal.permanentAddress} (tcp/8080), auth ${st.ipsec.auth} (lab CA ${st.ipsec.ca})`,
     '',
     'try:',
@@ -46,10 +47,13 @@ export function registerLab (program: Command): void {
     .option('--json', 'print the status as JSON')
     .option('--with-sink', 'also run the bench byte sink on terminal:9000 (bench/splice)')
     .option('--ipsec-auth <mode>', 'psk (default) or pubkey for the sample device')
+    .option('--channels <list>', 'the sample device\'s signal channels in order: sms (default), email, sms,email')
     .action(async (f: LabFlags) => {
       try {
         if (f.ipsecAuth !== undefined && f.ipsecAuth !== 'psk' && f.ipsecAuth !== 'pubkey') throw new BeckonError('BECKON_ERR_USAGE', '--ipsec-auth must be psk or pubkey')
-        const st = await labUp({ stateDir: f.stateDir, prefix: f.prefix, sink: f.withSink, ipsecAuth: f.ipsecAuth as 'psk' | 'pubkey' | undefined })
+        const channels = (f.channels ?? 'sms').split(',').map((c) => c.trim())
+        if (channels.length === 0 || !channels.every((c) => c === 'sms' || c === 'email') || new Set(channels).size !== channels.length) throw new BeckonError('BECKON_ERR_USAGE', '--channels must list sms and/or email, e.g. sms,email')
+        const st = await labUp({ stateDir: f.stateDir, prefix: f.prefix, sink: f.withSink, ipsecAuth: f.ipsecAuth as 'psk' | 'pubkey' | undefined, channels: channels as Array<'sms' | 'email'> })
         if (f.json === true) printJson(labStatus(st.stateDir))
         else process.stdout.write(table(st) + '\n')
       } catch (err) { exitWithError(err) }

@@ -8,6 +8,8 @@ import { generateRawKeyPair } from '../core/keys.js'
 import { createLogger, type Logger } from '../core/log.js'
 import { SmsChannel, type SignalChannel } from '../channels/channel.js'
 import { SmppBind, SmppSmsReceiver, SmppSmsSender } from '../channels/sms/smpp.js'
+import { MailInbox } from '../channels/mail/imap.js'
+import { MailChannel } from '../channels/mail/smtp.js'
 import { LocalDirectory, hashPassword } from '../directory/directory.js'
 import { Smsc } from '../lab/smsc.js'
 import { readFileSync } from 'node:fs'
@@ -40,21 +42,40 @@ async function relay (configPath: string | undefined): Promise<void> {
     bind.start()
     channels.set('sms', new SmsChannel(new SmppSmsSender(bind, cfg.smpp.sourceAddr)))
   }
+  let mail: MailChannel | undefined
+  if (cfg.smtp !== undefined) {
+    const s = cfg.smtp
+    mail = new MailChannel({ host: s.host, port: s.port, secure: s.secure, user: s.user, password: s.password, from: s.from, domain: s.domain, ca: s.ca === undefined ? undefined : readFileSync(s.ca) })
+    channels.set('email', mail)
+  }
   const r = new Relay({ config: cfg, directory: new LocalDirectory(cfg.users), channels, log })
   await r.listen()
-  onShutdown(log, async () => { await r.close(); await bind?.stop() })
+  onShutdown(log, async () => { await r.close(); await bind?.stop(); mail?.close() })
 }
 
 async function gateway (configPath: string | undefined): Promise<void> {
   const cfg = parseGatewayConfig(loadRoleConfig('gateway', configPath), configPath ?? 'gateway config')
   const log = createLogger({ name: 'gateway' })
   const g = new Gateway(cfg, log)
-  if (cfg.smpp === undefined) throw new BeckonError('BECKON_ERR_CONFIG', 'gateway: no signal channel configured (smpp)')
-  const bind = new SmppBind({ url: cfg.smpp.url, systemId: cfg.smpp.systemId, password: cfg.smpp.password, mode: 'receiver', addressRange: cfg.smpp.addressRange, log })
-  g.attach(new SmppSmsReceiver(bind), 'sms')
-  bind.start()
-  log.info({ terminals: [...cfg.terminals.keys()] }, 'gateway started')
-  onShutdown(log, async () => { await bind.stop(); g.close() })
+  let bind: SmppBind | undefined
+  if (cfg.smpp !== undefined) {
+    bind = new SmppBind({ url: cfg.smpp.url, systemId: cfg.smpp.systemId, password: cfg.smpp.password, mode: 'receiver', addressRange: cfg.smpp.addressRange, log })
+    g.attach(new SmppSmsReceiver(bind), 'sms')
+    bind.start()
+  }
+  let inbox: MailInbox | undefined
+  if (cfg.imap !== undefined) {
+    const m = cfg.imap
+    inbox = new MailInbox({ host: m.host, port: m.port, user: m.user, password: m.password, ca: m.ca === undefined ? undefined : readFileSync(m.ca), log },
+      (token, meta) => {
+        const s = g.accept(token, { ...meta })
+        return s instanceof BeckonError ? { ok: false, error: s } : { ok: true, then: () => g.dial(s, { ...meta }) }
+      },
+      (err, meta) => g.refuse(err, { ...meta }))
+    inbox.start()
+  }
+  log.info({ terminals: [...cfg.terminals.keys()], channels: [bind === undefined ? [] : ['sms'], inbox === undefined ? [] : ['email']].flat() }, 'gateway started')
+  onShutdown(log, async () => { await bind?.stop(); await inbox?.stop(); g.close() })
 }
 
 async function agent (configPath: string | undefined): Promise<void> {

@@ -57,6 +57,7 @@ export const ERRORS = {
   BECKON_ERR_CHANNEL_UNAVAILABLE: { status: 503, message: 'signal channel unavailable' },
   BECKON_ERR_CHANNEL_REFUSED: { status: 502, message: 'signal channel refused the message' },
   BECKON_ERR_SMS_MALFORMED: { status: 400, message: 'malformed SMS payload' },
+  BECKON_ERR_MAIL_MALFORMED: { status: 400, message: 'malformed signal e-mail' },
 
   // IPsec data plane
   BECKON_ERR_RFC8229_MALFORMED: { status: 502, message: 'malformed RFC 8229 stream' },

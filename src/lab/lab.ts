@@ -27,6 +27,7 @@ import { permanentAddress } from '../ipsec/addresses.js'
 import { caInit, caIssue } from '../ipsec/ca.js'
 import { ViciSession } from '../proto/vici/session.js'
 import { CHARON_BIN, strongswanConf } from './charon.js'
+import { MAIL_DOMAIN, writeMailConfig } from './mail.js'
 import { run, waitFor } from '../core/exec.js'
 import { Netns, createNetns, deleteNetns, listNetns, veth } from './netns.js'
 
@@ -68,6 +69,8 @@ export interface LabState {
   visitor: { name: string, password: string }
   ipsec: { prefix: string, domain: string, auth: 'psk' | 'pubkey', terminalAddress: string, clientVici: string, terminalVici: string, ca: string }
   clientConfig: string
+  channels: Array<'sms' | 'email'>
+  mail: { smtp: string, imap: string, gatewayMailbox: string, relaySender: string, postfixConfig: string, dovecotConfig: string }
   processes: Record<string, LabProcess>
 }
 
@@ -78,6 +81,8 @@ export interface LabOptions {
   sink?: boolean
   /** IPsec authentication for the sample device (default psk). */
   ipsecAuth?: 'psk' | 'pubkey'
+  /** The sample device's signal channels, in order (default ['sms']). */
+  channels?: Array<'sms' | 'email'>
 }
 
 const ip = (cidr: string): string => cidr.split('/')[0]!
@@ -150,13 +155,19 @@ table ip beckon_nat {
 
 // ---- configs and credentials --------------------------------------------------------
 
-async function makeTls (dir: string): Promise<{ ca: string, cert: string, key: string }> {
+async function makeTls (dir: string): Promise<{ ca: string, cert: string, key: string, mailCert: string, mailKey: string }> {
   const o = (f: string): string => join(dir, f)
-  writeFileSync(o('relay.ext'), `subjectAltName=IP:${ip(ADDRESSES.relay.eth0!)},DNS:relay.lab.beckon.example\n`)
   await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', o('ca.key'), '-out', o('ca.crt'), '-days', '30', '-subj', '/CN=Beckon lab CA'])
-  await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', o('relay.key'), '-out', o('relay.csr'), '-subj', '/CN=relay.lab.beckon.example'])
-  await run('openssl', ['x509', '-req', '-in', o('relay.csr'), '-CA', o('ca.crt'), '-CAkey', o('ca.key'), '-CAcreateserial', '-out', o('relay.crt'), '-days', '30', '-extfile', o('relay.ext')])
-  return { ca: o('ca.crt'), cert: o('relay.crt'), key: o('relay.key') }
+  const issue = async (name: string, host: string, addr: string): Promise<void> => {
+    writeFileSync(o(`${name}.ext`), `subjectAltName=IP:${addr},DNS:${host}\n`)
+    await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', o(`${name}.key`), '-out', o(`${name}.csr`), '-subj', `/CN=${host}`])
+    await run('openssl', ['x509', '-req', '-in', o(`${name}.csr`), '-CA', o('ca.crt'), '-CAkey', o('ca.key'), '-CAcreateserial', '-out', o(`${name}.crt`), '-days', '30', '-extfile', o(`${name}.ext`)])
+  }
+  await issue('relay', 'relay.lab.beckon.example', ip(ADDRESSES.relay.eth0!))
+  await issue('mail', `mail.${MAIL_DOMAIN}`, ip(ADDRESSES.mail.eth0!))
+  // Dovecot reads the key as the dovecot user.
+  chmodSync(o('mail.key'), 0o644)
+  return { ca: o('ca.crt'), cert: o('relay.crt'), key: o('relay.key'), mailCert: o('mail.crt'), mailKey: o('mail.key') }
 }
 
 function writeYaml (path: string, v: unknown): void {
@@ -198,7 +209,7 @@ async function viciAnswers (uri: string): Promise<boolean> {
   } catch { return false }
 }
 
-export type LabRole = 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink' | 'charon-client' | 'charon-terminal'
+export type LabRole = 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink' | 'charon-client' | 'charon-terminal' | 'postfix' | 'dovecot'
 
 /** Starts (or restarts) one lab role and waits until it is ready. */
 export async function startRole (st: LabState, name: LabRole): Promise<void> {
@@ -211,6 +222,8 @@ export async function startRole (st: LabState, name: LabRole): Promise<void> {
     agent: { node: 'terminal' as const, cmd: [node, BECKON_MAIN, 'agent', '--config', cfg('agent')], ready: () => listening(st.nodes.terminal.netns, PORTS.agent) },
     service: { node: 'terminal' as const, cmd: [node, GLUCOSE, String(PORTS.service), '::'], ready: () => listening(st.nodes.terminal.netns, PORTS.service) },
     sink: { node: 'terminal' as const, cmd: [node, SINK, String(PORTS.sink), '::'], ready: () => listening(st.nodes.terminal.netns, PORTS.sink) },
+    postfix: { node: 'mail' as const, cmd: ['postfix', '-c', st.mail.postfixConfig, 'start-fg'], env: { MAIL_CONFIG: st.mail.postfixConfig }, ready: () => listening(st.nodes.mail.netns, 587) },
+    dovecot: { node: 'mail' as const, cmd: ['dovecot', '-c', st.mail.dovecotConfig, '-F'], ready: () => listening(st.nodes.mail.netns, 993) },
     // charon gets a private /run (its pid file path is compiled in); see charon.ts.
     'charon-client': { node: 'client' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'client', 'strongswan.conf') }, ready: () => viciAnswers(st.ipsec.clientVici) },
     'charon-terminal': { node: 'terminal' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'terminal', 'strongswan.conf') }, ready: () => viciAnswers(st.ipsec.terminalVici) },
@@ -247,7 +260,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
   if (existsSync(statePath(stateDir))) throw new BeckonError('BECKON_ERR_LAB', `a lab is already up at ${stateDir}; run beckon lab down first`)
   const taken = (await listNetns()).filter((n) => n.startsWith(`${o.prefix}-`))
   if (taken.length > 0) throw new BeckonError('BECKON_ERR_LAB', `namespaces ${taken.join(', ')} exist; run beckon lab down or choose another --prefix`)
-  for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal', 'ca']) mkdirSync(join(stateDir, d), { recursive: true })
+  for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal', 'ca', 'mail']) mkdirSync(join(stateDir, d), { recursive: true })
 
   const nodes = Object.fromEntries(NODE_NAMES.map((n) => [n, { netns: `${o.prefix}-${n}`, addresses: ADDRESSES[n] }])) as LabState['nodes']
   const relayAddr = ip(ADDRESSES.relay.eth0!)
@@ -266,6 +279,15 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     visitor,
     ipsec: { prefix, domain: 'lab.beckon.example', auth: o.ipsecAuth ?? 'psk', ca: join(stateDir, 'ca', 'ca.crt'), terminalAddress: permanentAddress(prefix, 'device', DEVICE.name), clientVici: `unix://${join(stateDir, 'charon', 'client', 'charon.vici')}`, terminalVici: `unix://${join(stateDir, 'charon', 'terminal', 'charon.vici')}` },
     clientConfig: join(stateDir, 'client', 'client.yaml'),
+    channels: o.channels ?? ['sms'],
+    mail: {
+      smtp: `${ip(ADDRESSES.mail.eth0!)}:587`,
+      imap: `${ip(ADDRESSES.mail.eth0!)}:993`,
+      gatewayMailbox: `gateway@${MAIL_DOMAIN}`,
+      relaySender: `beckon-relay@${MAIL_DOMAIN}`,
+      postfixConfig: join(stateDir, 'mail', 'postfix'),
+      dovecotConfig: join(stateDir, 'mail', 'dovecot', 'dovecot.conf'),
+    },
     processes: {},
   }
   // The state file goes first, so `down` can clean up after a failed `up`.
@@ -288,6 +310,11 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     writeYaml(join(stateDir, 'client', 'client2.yaml'), { relay: st.relay.client, tls: true, ca: tls.ca, user: user2.name, password: user2.password, ipsec: { vici: st.ipsec.clientVici, pubkey: user2Cert } })
     const smscUrl = `smpp://${ip(ADDRESSES.smsc.eth0!)}:${PORTS.smpp}`
     const smppPw = { relay: randomBytes(6).toString('hex'), gateway: randomBytes(6).toString('hex') }
+    const mailPw = { relay: randomBytes(9).toString('base64url'), gateway: randomBytes(9).toString('base64url') }
+    writeMailConfig(join(stateDir, 'mail'), ip(ADDRESSES.mail.eth0!), { cert: tls.mailCert, key: tls.mailKey }, [
+      { user: st.mail.relaySender, password: mailPw.relay },
+      { user: st.mail.gatewayMailbox, password: mailPw.gateway },
+    ])
     const etc = (f: string): string => join(stateDir, 'etc', f)
 
     writeYaml(etc('smsc.yaml'), {
@@ -301,6 +328,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       public_address: relayAddr,
       keys: { x25519_private: relayX.privateKey, ed25519_private: relayEd.privateKey },
       smpp: { url: smscUrl, system_id: 'relay', password: smppPw.relay, source_addr: 'beckon' },
+      smtp: { address: st.mail.smtp, user: st.mail.relaySender, password: mailPw.relay, from: st.mail.relaySender, ca: tls.ca, domain: MAIL_DOMAIN },
       ipsec: { prefix, domain: st.ipsec.domain, auth: st.ipsec.auth, dpd: '10s' },
       users: {
         [user.name]: { password_hash: await hashPassword(user.password), groups: ['physicians'] },
@@ -310,7 +338,8 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       devices: {
         [DEVICE.name]: {
           msisdn: DEVICE.msisdn,
-          channels: ['sms'],
+          email: st.mail.gatewayMailbox,
+          channels: st.channels,
           gateway_public_key: gwX.publicKey,
           agent_public_key: agentX.publicKey,
           wake_timeout: '10s',
@@ -322,7 +351,9 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       smpp: { url: smscUrl, system_id: 'gateway', password: smppPw.gateway, address_range: '+1555' },
       keys: { x25519_private: gwX.privateKey },
       trusted_relays: [relayX.publicKey],
-      terminals: { [DEVICE.msisdn]: { address: st.terminal.agent } },
+      imap: { address: st.mail.imap, user: st.mail.gatewayMailbox, password: mailPw.gateway, ca: tls.ca },
+      // The same terminal by MSISDN (SMS) and by its e-mail reference (the device name).
+      terminals: { [DEVICE.msisdn]: { address: st.terminal.agent }, [DEVICE.name]: { address: st.terminal.agent } },
       connect_timeout: '3s',
     })
     writeYaml(etc('agent.yaml'), {
@@ -336,13 +367,16 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     })
     writeYaml(st.clientConfig, { relay: st.relay.client, tls: true, ca: tls.ca, user: user.name, password: user.password, ipsec: { vici: st.ipsec.clientVici, pubkey: userCert } })
     // Public keys and secrets tests may need (e.g. to forge or replay signals).
-    writeYaml(etc('lab-secrets.yaml'), { smsc_url: smscUrl, smpp_relay_password: smppPw.relay, relay_x25519_public: relayX.publicKey, gateway_x25519_public: gwX.publicKey })
+    writeYaml(etc('lab-secrets.yaml'), { smsc_url: smscUrl, smpp_relay_password: smppPw.relay, smtp_relay_password: mailPw.relay, imap_gateway_password: mailPw.gateway, relay_x25519_public: relayX.publicKey, gateway_x25519_public: gwX.publicKey })
     const shim = join(stateDir, 'bin', 'beckon')
     writeFileSync(shim, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(BECKON_MAIN)} "$@"\n`)
     chmodSync(shim, 0o755)
 
     await Promise.all([startRole(st, 'charon-client'), startRole(st, 'charon-terminal')])
     await startRole(st, 'smsc')
+    // Postfix first: it creates the queue whose private/ directory holds Dovecot's sockets.
+    await startRole(st, 'postfix')
+    await startRole(st, 'dovecot')
     await startRole(st, 'service')
     if (o.sink === true) await startRole(st, 'sink')
     await startRole(st, 'agent')

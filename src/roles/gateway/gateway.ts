@@ -25,6 +25,7 @@ export interface TerminalRoute { host: string, port: number }
 
 export interface GatewayConfig {
   smpp: { url: string, systemId: string, password: string, addressRange: string } | undefined
+  imap: { host: string, port: number, user: string, password: string, ca: string | undefined } | undefined
   x25519Private: KeyObject
   trustedRelays: KeyObject[]
   /** MSISDN or e-mail reference → the terminal's agent address. */
@@ -40,7 +41,11 @@ export function parseGatewayConfig (obj: Obj, source = 'gateway.yaml'): GatewayC
   for (const [ref, t] of f.entries('terminals')) terminals.set(ref, t.hostPort('address'))
   const relays = f.strList('trusted_relays')
   if (relays.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${source}.trusted_relays must name at least one relay key`)
+  const im = f.sub('imap')
+  const imapAt = f.has('imap') ? im.hostPort('address') : undefined
+  if (!f.has('smpp') && !f.has('imap')) throw new BeckonError('BECKON_ERR_CONFIG', `${source}: configure at least one signal channel (smpp, imap)`)
   return {
+    imap: imapAt === undefined ? undefined : { ...imapAt, user: im.str('user'), password: im.str('password'), ca: im.optStr('ca') },
     smpp: f.has('smpp') ? { url: s.str('url'), systemId: s.str('system_id'), password: s.str('password'), addressRange: s.str('address_range', '') } : undefined,
     x25519Private: privateKeyFromRaw('x25519', f.sub('keys').str('x25519_private'), `${source}.keys.x25519_private`),
     trustedRelays: relays.map((k, i) => publicKeyFromRaw('x25519', k, `${source}.trusted_relays[${i}]`)),
@@ -71,13 +76,23 @@ export class Gateway {
     inbox.on('invalid', (err: unknown, meta: Record<string, unknown>) => this.refuse(toBeckonError(err, 'BECKON_ERR_SMS_MALFORMED'), { channel, ...meta }))
   }
 
-  private refuse (e: BeckonError, meta: Record<string, unknown>): void {
+  /** Logs and counts a refused message from any channel; nothing is dialled. */
+  refuse (e: BeckonError, meta: Record<string, unknown>): void {
     this.stats.refused[e.code] = (this.stats.refused[e.code] ?? 0) + 1
     this.log.warn({ code: e.code, err: e.message, ...meta }, 'gateway: signal refused; nothing dialled')
   }
 
-  /** Handles one token from any channel. Never throws. */
+  /** Handles one token from any channel: accept, then dial. Never throws. */
   async handle (token: Buffer, meta: Record<string, unknown>): Promise<void> {
+    const s = this.accept(token, meta)
+    if (!(s instanceof BeckonError)) await this.dial(s, meta)
+  }
+
+  /**
+   * Verifies a token (authenticity, freshness, replay, known terminal) without side
+   * effects beyond the replay cache. Refusals are logged and counted here.
+   */
+  accept (token: Buffer, meta: Record<string, unknown>): Signal | BeckonError {
     this.stats.signals++
     const nowSec = Math.floor(this.now() / 1000)
     let s: Signal
@@ -85,17 +100,24 @@ export class Gateway {
       s = openSignal(token, { gatewayPrivate: this.cfg.x25519Private, relays: this.cfg.trustedRelays, now: nowSec, maxLifetimeSec: this.cfg.maxSignalLifetimeSec })
       this.replay.admit(s.sessionId, s.expiry, nowSec)
     } catch (err) {
-      this.refuse(toBeckonError(err, 'BECKON_ERR_SIGNAL_MALFORMED'), meta)
-      return
+      const e = toBeckonError(err, 'BECKON_ERR_SIGNAL_MALFORMED')
+      this.refuse(e, meta)
+      return e
     }
+    if (!this.cfg.terminals.has(s.reference)) {
+      const e = new BeckonError('BECKON_ERR_UNKNOWN_DEVICE', `no terminal for reference ${s.reference}`)
+      this.refuse(e, { ...meta, session: s.sessionId.toString('hex') })
+      return e
+    }
+    this.log.info({ session: s.sessionId.toString('hex'), reference: s.reference, stage: 'signalled', ...meta }, 'gateway: signal accepted')
+    return s
+  }
+
+  /** Steps E–H for an accepted signal. Never throws. */
+  async dial (s: Signal, _meta: Record<string, unknown>): Promise<void> {
     const session = s.sessionId.toString('hex')
     const log = this.log.child({ session, reference: s.reference })
-    const route = this.cfg.terminals.get(s.reference)
-    if (route === undefined) {
-      this.refuse(new BeckonError('BECKON_ERR_UNKNOWN_DEVICE', `no terminal for reference ${s.reference}`), { ...meta, session })
-      return
-    }
-    log.info({ stage: 'signalled', ...meta }, 'gateway: signal accepted')
+    const route = this.cfg.terminals.get(s.reference)!
 
     let terminal: Socket | undefined
     let status = DialbackStatus.CONNECTED

@@ -26,7 +26,10 @@ export interface DeviceConfig {
   agentKey: KeyObject | undefined
   ipsecAuth: 'psk' | 'pubkey'
   msisdn: string | undefined
+  /** The gateway mailbox that receives this device's e-mail signals. */
   email: string | undefined
+  /** Names the terminal inside e-mail signals (the mailbox may serve many devices). */
+  emailReference: string
   channels: ChannelName[]
   gatewayKey: KeyObject
   wakeTimeoutMs: number
@@ -61,6 +64,7 @@ export interface RelayConfig {
   maxPending: number
   perUserPerMinute: number
   smpp: { url: string, systemId: string, password: string, sourceAddr: string } | undefined
+  smtp: { host: string, port: number, secure: boolean, user: string, password: string, from: string, ca: string | undefined, domain: string } | undefined
   users: LocalUser[]
   devices: Map<string, DeviceConfig>
 }
@@ -134,6 +138,7 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
       ipsecAuth: d.has('ipsec_auth') ? authOf(d.str('ipsec_auth'), `${d.path}.ipsec_auth`) : ipsec.auth,
       msisdn,
       email,
+      emailReference: d.str('email_reference', name),
       channels,
       gatewayKey: publicKeyFromRaw('x25519', d.str('gateway_public_key'), `${d.path}.gateway_public_key`),
       wakeTimeoutMs: d.ms('wake_timeout', 15_000),
@@ -141,7 +146,19 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
     })
   }
 
+  const sm = f.sub('smtp')
+  const smtpAt = f.has('smtp') ? sm.hostPort('address') : undefined
+  const smtp = smtpAt === undefined ? undefined : {
+    ...smtpAt,
+    secure: sm.bool('implicit_tls', smtpAt.port === 465),
+    user: sm.str('user'),
+    password: sm.str('password'),
+    from: sm.str('from'),
+    ca: sm.optStr('ca'),
+    domain: sm.str('domain', 'beckon.invalid'),
+  }
   return {
+    smtp,
     ipsec,
     userAddresses,
     clientListen: f.hostPort('client_listen', '0.0.0.0:8080'),

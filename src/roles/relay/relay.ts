@@ -152,9 +152,11 @@ export class Relay {
       clientGone.catch(() => {})
 
       const signalStart = this.now()
-      const channel = await this.signal(device, target, sessionId, key, log)
-      if (progress) client.write(responseHead(102, { 'Beckon-Stage': `signalled; channel=${channel}` }))
-      log.info({ channel, stage: 'signalled', signalStart, sendMs: this.now() - signalStart }, 'relay: signal sent')
+      const { channel, fallback } = await this.signal(device, target, sessionId, key, log)
+      const fb = fallback.length > 0 ? `; fallback=${fallback.join(',')}` : ''
+      if (progress) client.write(responseHead(102, { 'Beckon-Stage': `signalled; channel=${channel}${fb}` }))
+      log = log.child({ channel, ...(fallback.length > 0 ? { fallback } : {}) })
+      log.info({ stage: 'signalled', signalStart, sendMs: this.now() - signalStart }, 'relay: signal sent')
 
       const { sock: dial, status } = await Promise.race([dialback.promise, clientGone])
       if (status === DialbackStatus.UNREACHABLE) {
@@ -188,7 +190,7 @@ export class Relay {
         'Beckon-Descriptor': frame.toString('base64url'),
         ...(grant.psk === undefined ? {} : { 'Beckon-Psk': grant.psk.toString('base64url') }),
       }
-      client.write(responseHead(200, { 'Beckon-Session': sessionKeyHex, 'Beckon-Channel': channel, 'Beckon-Elapsed-Ms': elapsed, ...ipsecHeaders }))
+      client.write(responseHead(200, { 'Beckon-Session': sessionKeyHex, 'Beckon-Channel': channel, ...(fallback.length > 0 ? { 'Beckon-Fallback': fallback.join(',') } : {}), 'Beckon-Elapsed-Ms': elapsed, ...ipsecHeaders }))
       if (head.length > 0) dial.write(head)
       this.stats.opened++
       this.stats.active++
@@ -220,12 +222,14 @@ export class Relay {
 
   // ---- step D: the signal, over the device's channels in order ---------------------
 
-  private async signal (device: DeviceConfig, target: Target, sessionId: Buffer, key: Buffer, log: Logger): Promise<string> {
+  /** Tries the device's channels in order; returns the one that took it and those that failed. */
+  private async signal (device: DeviceConfig, target: Target, sessionId: Buffer, key: Buffer, log: Logger): Promise<{ channel: string, fallback: string[] }> {
     const errors: string[] = []
+    const failed: string[] = []
     for (const name of device.channels) {
       const ch = this.deps.channels.get(name)
-      if (ch === undefined) { errors.push(`${name}: not configured`); continue }
-      const reference = name === 'sms' ? device.msisdn : device.email
+      if (ch === undefined) { errors.push(`${name}: not configured`); failed.push(name); continue }
+      const reference = name === 'sms' ? device.msisdn : device.emailReference
       try {
         const token = sealSignal({
           tunnel: target.mode === 'ipsec' ? Tunnel.IPSEC : Tunnel.TCP,
@@ -238,11 +242,12 @@ export class Relay {
           reference: reference ?? '',
         }, this.cfg.x25519Private, device.gatewayKey)
         await ch.send({ msisdn: device.msisdn, email: device.email }, token, sessionId)
-        return name
+        return { channel: name, fallback: failed }
       } catch (err) {
         const e = toBeckonError(err, 'BECKON_ERR_CHANNEL_UNAVAILABLE')
         log.warn({ channel: name, code: e.code, err: e.message }, 'relay: channel failed, trying the next')
         errors.push(`${name}: ${e.message}`)
+        failed.push(name)
       }
     }
     throw new BeckonError('BECKON_ERR_CHANNEL_UNAVAILABLE', errors.join('; '))
