@@ -261,6 +261,9 @@ export async function labUp (o: LabOptions): Promise<LabState> {
   const taken = (await listNetns()).filter((n) => n.startsWith(`${o.prefix}-`))
   if (taken.length > 0) throw new BeckonError('BECKON_ERR_LAB', `namespaces ${taken.join(', ')} exist; run beckon lab down or choose another --prefix`)
   for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal', 'ca', 'mail']) mkdirSync(join(stateDir, d), { recursive: true })
+  // Postfix and Dovecot run as their own users and must traverse into mail/ and tls/;
+  // 0711 lets them in without listing anything (secrets inside are 0600).
+  chmodSync(stateDir, 0o711)
 
   const nodes = Object.fromEntries(NODE_NAMES.map((n) => [n, { netns: `${o.prefix}-${n}`, addresses: ADDRESSES[n] }])) as LabState['nodes']
   const relayAddr = ip(ADDRESSES.relay.eth0!)
