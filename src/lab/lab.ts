@@ -165,8 +165,7 @@ async function makeTls (dir: string): Promise<{ ca: string, cert: string, key: s
   }
   await issue('relay', 'relay.lab.beckon.example', ip(ADDRESSES.relay.eth0!))
   await issue('mail', `mail.${MAIL_DOMAIN}`, ip(ADDRESSES.mail.eth0!))
-  // Dovecot reads the key as the dovecot user.
-  chmodSync(o('mail.key'), 0o644)
+  chmodSync(o('mail.key'), 0o600)
   return { ca: o('ca.crt'), cert: o('relay.crt'), key: o('relay.key'), mailCert: o('mail.crt'), mailKey: o('mail.key') }
 }
 
