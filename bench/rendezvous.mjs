@@ -2,14 +2,19 @@
 // lab (TLS CONNECT, SMPP signal through the lab SMSC, dial-back through the carrier
 // NAT, descriptor to the agent), with the SMS hop's own share.
 // Reference: the issue's targets (p50 ≤ 50 ms, p99 ≤ 150 ms); ratio = ours / target.
-// usage (root, after npm run build): node bench/rendezvous.mjs [sessions] [--record]
+// usage (root, after npm run build): node bench/rendezvous.mjs [sms-sessions] [mail-sessions] [--record]
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { parse as parseYaml, stringify as toYaml } from 'yaml'
+import { startRole, stopRole } from '../dist/lab/lab.js'
 import { ROOT, withLab, inNode, percentile, logLines, report, recordSection, machine } from './lib.mjs'
 
-const n = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 200)
+const nums = process.argv.slice(2).filter((a) => /^\d+$/.test(a)).map(Number)
+const n = nums[0] ?? 200
+const nMail = nums[1] ?? 50
 const record = process.argv.includes('--record')
 
-await withLab({}, async (st) => {
+await withLab({ channels: ['sms', 'email'] }, async (st) => {
   await inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-seq.mjs'), st.clientConfig, 'patient-phone:8080', '3']) // warm-up
   const out = JSON.parse(await inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-seq.mjs'), st.clientConfig, 'patient-phone:8080', String(n)]))
   const lat = out.map((r) => r.ms)
@@ -24,6 +29,20 @@ await withLab({}, async (st) => {
     ['sms hop p50 (ms)', p(sms, 50), '-', '-', `${(100 * p(sms, 50) / p(lat, 50)).toFixed(0)} % of p50 (relay submit_sm → gateway verified)`],
     ['sms hop p99 (ms)', p(sms, 99), '-', '-', `${sms.length} sessions matched in the logs`],
   ]
+  // The e-mail column: the same sessions signalled through SMTP submission → Postfix →
+  // Dovecot → IMAP IDLE at the gateway.
+  const relayYaml = join(st.stateDir, 'etc', 'relay.yaml')
+  const cfg = parseYaml(readFileSync(relayYaml, 'utf8'))
+  cfg.devices['patient-phone'].channels = ['email']
+  writeFileSync(relayYaml, toYaml(cfg))
+  await stopRole(st, 'relay')
+  await startRole(st, 'relay')
+  await inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-seq.mjs'), st.clientConfig, 'patient-phone:8080', '2'])
+  const mail = JSON.parse(await inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-seq.mjs'), st.clientConfig, 'patient-phone:8080', String(nMail)])).map((r) => r.ms)
+  rows.push(
+    ['connect-to-200 p50 via e-mail (ms)', p(mail, 50), '-', '-', `${nMail} sequential sessions: SMTP submission → Postfix → Dovecot → IMAP IDLE`],
+    ['connect-to-200 p99 via e-mail (ms)', p(mail, 99), '-', '-', 'no target set for e-mail'],
+  )
   const text = report('bench/rendezvous', rows)
-  if (record) recordSection('rendezvous', text, `Namespace lab, one process per role, lab SMSC for the SMS hop. ${machine()}.`)
+  if (record) recordSection('rendezvous', text, `Namespace lab, one process per role; lab SMSC for the SMS hop, Postfix + Dovecot for e-mail. ${machine()}.`)
 })
