@@ -174,3 +174,18 @@ t.test('gateway restarted while mails wait: each valid, unexpired request is han
   t.equal(logLines('gateway').filter((l) => l.msg === 'gateway: signal accepted').length, 0, 'after a second restart nothing is handled again')
   t.equal((await folders()).INBOX, 0, 'INBOX empty')
 })
+
+t.test('the IMAP server restarts: the gateway reconnects (with backoff) and e-mail signals work again', async (t) => {
+  await setChannels(['email'])
+  const connectsBefore = logLines('gateway').filter((l) => l.msg === 'imap: mailbox open, idling').length
+  await stopRole(st, 'dovecot')
+  // Down long enough for several attempts, so the backoff shows.
+  await waitFor('three reconnect attempts', () => logLines('gateway').filter((l) => l.msg === 'imap: reconnecting').length >= 3, 15_000)
+  await startRole(st, 'dovecot')
+  await waitFor('the gateway to reconnect', () => logLines('gateway').filter((l) => l.msg === 'imap: mailbox open, idling').length > connectsBefore, 30_000)
+  const delays = logLines('gateway').filter((l) => l.msg === 'imap: reconnecting').map((l) => l.delayMs as number)
+  t.ok(delays.length >= 3, `reconnect attempts with delays ${delays.join(', ')} ms`)
+  t.ok(delays.slice(0, 3).every((d, i) => i === 0 || d > delays[i - 1]!), 'each delay longer than the one before (backoff)')
+  const s = await session()
+  t.ok(s.ok, 'a session signalled by e-mail succeeds after the reconnect')
+})
