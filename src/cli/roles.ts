@@ -56,6 +56,7 @@ async function relay (configPath: string | undefined): Promise<void> {
 async function gateway (configPath: string | undefined): Promise<void> {
   const cfg = parseGatewayConfig(loadRoleConfig('gateway', configPath), configPath ?? 'gateway config')
   const log = createLogger({ name: 'gateway' })
+  if (cfg.smpp === undefined && cfg.imap === undefined) throw new BeckonError('BECKON_ERR_CONFIG', `${configPath ?? 'gateway config'}: configure at least one signal channel (smpp, imap)`)
   const g = new Gateway(cfg, log)
   let bind: SmppBind | undefined
   if (cfg.smpp !== undefined) {

@@ -70,7 +70,7 @@ t.test('lab up, status --json', async (t) => {
   t.same(s.terminal.services, ['203.0.113.20:8080'])
   t.equal(s.user.name, 'dr-grey')
   t.match(s.user.password, /^\S{8,}$/)
-  t.same(s.running, { 'charon-client': true, 'charon-terminal': true, smsc: true, service: true, agent: true, relay: true, gateway: true })
+  t.same(s.running, { 'charon-client': true, 'charon-terminal': true, smsc: true, postfix: true, dovecot: true, service: true, agent: true, relay: true, gateway: true })
   const table = await beckon(['lab', 'status', ...labArgs])
   t.match(table.stdout, /beckon lab exec client -- beckon connect patient-phone --tcp 8080 -L 18080/)
 })

@@ -43,7 +43,6 @@ export function parseGatewayConfig (obj: Obj, source = 'gateway.yaml'): GatewayC
   if (relays.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${source}.trusted_relays must name at least one relay key`)
   const im = f.sub('imap')
   const imapAt = f.has('imap') ? im.hostPort('address') : undefined
-  if (!f.has('smpp') && !f.has('imap')) throw new BeckonError('BECKON_ERR_CONFIG', `${source}: configure at least one signal channel (smpp, imap)`)
   return {
     imap: imapAt === undefined ? undefined : { ...imapAt, user: im.str('user'), password: im.str('password'), ca: im.optStr('ca') },
     smpp: f.has('smpp') ? { url: s.str('url'), systemId: s.str('system_id'), password: s.str('password'), addressRange: s.str('address_range', '') } : undefined,
