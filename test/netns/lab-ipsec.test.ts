@@ -93,9 +93,11 @@ t.test('lab up: permanent addresses in status --json', async (t) => {
 t.test('beckon connect patient-phone: glucose over ESP; relay and gateway see ciphertext only', async (t) => {
   const caps = ['relay', 'gateway'].map((node) => {
     const file = join(stateDir, `${node}.pcap`)
-    const p = spawn('ip', ['netns', 'exec', st.nodes[node as 'relay'].netns, 'tcpdump', '-i', 'eth0', '-s', '0', '-U', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const p = spawn('ip', ['netns', 'exec', st.nodes[node as 'relay'].netns, 'tcpdump', '-i', 'eth0', '-s', '0', '-U', '-B', '8192', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] })
     children.push(p)
-    return { node, file, p, ready: new Promise((resolve) => p.stderr!.once('data', resolve)) }
+    let stats = ''
+    p.stderr!.on('data', (d: Buffer) => { stats += d.toString() })
+    return { node, file, p, ready: new Promise((resolve) => p.stderr!.once('data', resolve)), stats: () => stats }
   })
   await Promise.all(caps.map((c) => c.ready)) // "listening on eth0"
 
@@ -138,7 +140,7 @@ t.test('beckon connect patient-phone: glucose over ESP; relay and gateway see ci
     t.notOk(streamsInclude(streams, Buffer.from(marker)), `${c.node}: the plaintext marker never crossed this node`)
     t.notOk(streamsInclude(streams, Buffer.from('mmolPerL')), `${c.node}: nor any of the glucose JSON`)
     t.ok(streamsInclude(streams, Buffer.from('IKETCP')), `${c.node}: RFC 8229 stream prefix seen`)
-    for (const spi of spis) t.ok(streamsInclude(streams, Buffer.from(spi, 'hex')), `${c.node}: ESP frames with SPI ${spi} seen`)
+    for (const spi of spis) t.ok(streamsInclude(streams, Buffer.from(spi, 'hex')), `${c.node}: ESP frames with SPI ${spi} seen`, { tcpdump: c.stats().trim().split('\n').slice(-3).join(' | '), streams: [...streams.keys()] })
   }
   await stop(proc)
 })
