@@ -30,18 +30,29 @@ export function tcpStreams (pcap: Buffer): Map<string, Buffer> {
     flows.set(key, list)
   }
   const out = new Map<string, Buffer>()
-  for (const [key, segs] of flows) {
-    segs.sort((a, b) => a.seq - b.seq)
-    const parts: Buffer[] = []
-    let next: number | undefined
-    for (const s of segs) {
-      if (next !== undefined && s.seq < next) continue // retransmission
-      parts.push(s.data)
-      next = s.seq + s.data.length
-    }
-    out.set(key, Buffer.concat(parts))
-  }
+  for (const [key, segs] of flows) out.set(key, reassemble(segs))
   return out
+}
+
+/**
+ * Orders segments by sequence number relative to the first one seen (32-bit
+ * wraparound), drops bytes already taken, and keeps the new tail of a retransmission
+ * that overlaps and extends what came before.
+ */
+export function reassemble (segs: Array<{ seq: number, data: Buffer }>): Buffer {
+  if (segs.length === 0) return Buffer.alloc(0)
+  const base = segs[0]!.seq
+  // Signed offsets: a segment captured after a later one comes out negative, not huge.
+  const rel = segs.map((s) => ({ off: (s.seq - base) | 0, data: s.data })).sort((a, b) => a.off - b.off)
+  const parts: Buffer[] = []
+  let next = rel[0]!.off
+  for (const s of rel) {
+    const end = s.off + s.data.length
+    if (end <= next) continue // nothing new
+    parts.push(s.off >= next ? s.data : s.data.subarray(next - s.off))
+    next = end
+  }
+  return Buffer.concat(parts)
 }
 
 /** True when any reassembled stream contains `needle`. */

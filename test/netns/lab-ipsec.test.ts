@@ -9,7 +9,7 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { waitFor } from '../../src/core/exec.js'
@@ -93,7 +93,7 @@ t.test('lab up: permanent addresses in status --json', async (t) => {
 t.test('beckon connect patient-phone: glucose over ESP; relay and gateway see ciphertext only', async (t) => {
   const caps = ['relay', 'gateway'].map((node) => {
     const file = join(stateDir, `${node}.pcap`)
-    const p = spawn('ip', ['netns', 'exec', st.nodes[node as 'relay'].netns, 'tcpdump', '-i', 'eth0', '-s', '0', '-U', '-B', '8192', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const p = spawn('ip', ['netns', 'exec', st.nodes[node as 'relay'].netns, 'tcpdump', '-i', 'eth0', '-s', '0', '-U', '--immediate-mode', '-B', '8192', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] })
     children.push(p)
     let stats = ''
     p.stderr!.on('data', (d: Buffer) => { stats += d.toString() })
@@ -129,10 +129,22 @@ t.test('beckon connect patient-phone: glucose over ESP; relay and gateway see ci
     if (c?.spiOut !== undefined) spis.push(c.spiOut)
   }
 
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  // Stop tcpdump only once it has written everything: a busy machine leaves packets in
+  // its buffer, and SIGTERM discards them. Wait until each file stays still for 500 ms.
+  for (const c of caps) {
+    let last = -1
+    let stillSince = Date.now()
+    await waitFor(`${c.node} capture to settle`, () => {
+      const size = statSync(c.file).size
+      if (size !== last) { last = size; stillSince = Date.now() }
+      return Date.now() - stillSince >= 500
+    }, 15_000)
+  }
   for (const c of caps) c.p.kill('SIGTERM')
   await Promise.all(caps.map((c) => new Promise((resolve) => c.p.once('exit', resolve))))
   for (const c of caps) {
+    const m = /(\d+) packets? captured[\s\S]*?(\d+) packets? received by filter/.exec(c.stats())
+    t.ok(m !== null && m[1] === m[2], `${c.node}: tcpdump wrote every packet its filter received (${m?.[1]}/${m?.[2]})`)
     // Search reassembled TCP streams: bytes split by a segment boundary still count.
     const streams = tcpStreams(readFileSync(c.file))
     const total = [...streams.values()].reduce((n, b) => n + b.length, 0)
