@@ -28,9 +28,3 @@ export class NetlinkHostAddresses implements HostAddresses {
     this.done.add(address)
   }
 }
-
-/** For unit tests: records instead of touching the host. */
-export class MemoryHostAddresses implements HostAddresses {
-  readonly added: string[] = []
-  async ensure (address: string): Promise<void> { if (!this.added.includes(address)) this.added.push(address) }
-}
