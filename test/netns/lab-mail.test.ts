@@ -189,3 +189,18 @@ t.test('the IMAP server restarts: the gateway reconnects (with backoff) and e-ma
   const s = await session()
   t.ok(s.ok, 'a session signalled by e-mail succeeds after the reconnect')
 })
+
+t.test('an oversized mail is quarantined unread; a burst larger than one batch is fully drained', async (t) => {
+  const f0 = await folders()
+  const before = logLines('gateway').length
+  const big = `big:${300 * 1024}`
+  const burst = Array.from({ length: 60 }, (_, i) => `raw:junk ${i}`)
+  await injectMail([big, ...burst])
+  await waitFor('61 messages quarantined', async () => (await folders()).Quarantine - f0.Quarantine >= 61, 60_000)
+  const f = await folders()
+  t.equal(f.Quarantine - f0.Quarantine, 61, 'all 61 quarantined')
+  t.equal(f.INBOX, 0, 'nothing left in INBOX')
+  const refused = logLines('gateway').slice(before).filter((l) => l.msg === 'gateway: signal refused; nothing dialled')
+  t.ok(refused.some((l) => /exceeds 262144/.test(String(l.err))), 'the oversized one refused for its size')
+  t.equal(refused.length, 61)
+})

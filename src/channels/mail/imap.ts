@@ -40,6 +40,8 @@ export type Verdict = { ok: true, then: () => Promise<void> } | { ok: false, err
 export interface InboxStats { processed: number, quarantined: number, connects: number }
 
 const MAX_MESSAGE = 256 * 1024
+/** Messages decided per pass; a fuller mailbox is drained in several passes. */
+const BATCH = 50
 
 export class MailInbox {
   readonly stats: InboxStats = { processed: 0, quarantined: 0, connects: 0 }
@@ -132,14 +134,20 @@ export class MailInbox {
     try {
       const box = client.mailbox
       if (box === false || box.exists === 0) return
-      const msgs: Array<{ uid: number, source: Buffer | undefined, size: number | undefined }> = []
-      for await (const m of client.fetch('1:*', { uid: true, source: true, size: true })) msgs.push({ uid: m.uid, source: m.source, size: m.size })
+      // UIDs and sizes only (bounded batch); each source is fetched on its own, and an
+      // oversized message is quarantined without ever being downloaded.
+      const all: Array<{ uid: number, size: number }> = []
+      for await (const m of client.fetch('1:*', { uid: true, size: true })) all.push({ uid: m.uid, size: m.size ?? 0 })
+      const msgs = all.slice(0, BATCH)
+      if (all.length > BATCH) this.again = true
       for (const m of msgs) {
         const meta: MailMeta = { channel: 'email', uid: m.uid, messageId: undefined, from: undefined }
         let verdict: Verdict
         try {
-          if (m.source === undefined || (m.size ?? m.source.length) > MAX_MESSAGE) throw new BeckonError('BECKON_ERR_MAIL_MALFORMED', `message of ${m.size ?? '?'} bytes`)
-          const parsed = await simpleParser(m.source, { skipHtmlToText: true, skipImageLinks: true })
+          if (m.size > MAX_MESSAGE) throw new BeckonError('BECKON_ERR_MAIL_MALFORMED', `message of ${m.size} bytes exceeds ${MAX_MESSAGE}`)
+          const one = await client.fetchOne(String(m.uid), { source: true }, { uid: true })
+          if (one === false || one === undefined || one.source === undefined) throw new BeckonError('BECKON_ERR_MAIL_MALFORMED', 'message vanished before it was read')
+          const parsed = await simpleParser(one.source, { skipHtmlToText: true, skipImageLinks: true })
           meta.messageId = parsed.messageId
           meta.from = parsed.from?.text
           verdict = this.decide(tokenFromText(parsed.text), meta)
