@@ -36,9 +36,12 @@ export class FakeVici {
   private server: net.Server | undefined
   private readonly socks = new Set<net.Socket>()
 
-  constructor (public handler: Handler) {}
+  private tcpPort = 0
 
-  get uri (): string { return `unix://${this.path}` }
+  /** `tcp: true` listens on 127.0.0.1 (charon's tcp:// VICI socket) instead of a path. */
+  constructor (public handler: Handler, private readonly tcp = false) {}
+
+  get uri (): string { return this.tcp ? `tcp://127.0.0.1:${this.tcpPort}` : `unix://${this.path}` }
 
   async start (): Promise<void> {
     const server = net.createServer((sock) => {
@@ -59,7 +62,12 @@ export class FakeVici {
         }
       })
     })
-    await new Promise<void>((resolve) => server.listen(this.path, resolve))
+    if (this.tcp) {
+      await new Promise<void>((resolve) => server.listen(this.tcpPort, '127.0.0.1', resolve))
+      this.tcpPort = (server.address() as net.AddressInfo).port
+    } else {
+      await new Promise<void>((resolve) => server.listen(this.path, resolve))
+    }
     this.server = server
   }
 

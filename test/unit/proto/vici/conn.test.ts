@@ -168,3 +168,18 @@ t.test('close() fails queued work and refuses new work', async (t) => {
   await Promise.all(checks)
   await t.rejects(conn.request('late'), { code: 'BECKON_ERR_VICI_CLOSED', message: /closed/ })
 })
+
+t.test('tcp:// endpoints work the same, including reconnect', async (t) => {
+  const srv = new FakeVici(echoHandler, true)
+  await srv.start()
+  const conn = new ViciConnection({ uri: srv.uri, reconnect: { initialMs: 10, maxMs: 50 } })
+  t.teardown(async () => { await conn.close(); await srv.cleanup() })
+  t.match(srv.uri, /^tcp:\/\/127\.0\.0\.1:\d+$/)
+  await conn.connect()
+  t.equal(str(await conn.request('version'), 'cmd'), 'version')
+  await srv.stop()
+  await once(conn, 'disconnect')
+  await srv.start()
+  await once(conn, 'connect')
+  t.equal(str(await conn.request('stats'), 'cmd'), 'stats', 'same port, reconnected')
+})
