@@ -4,7 +4,7 @@ import t from 'tap'
 import { BeckonError } from '../../../../src/core/errors.js'
 import {
   PacketType, decodeMessage, decodePacket, encodeMessage, encodePacket, toSection,
-  MAX_SEGMENT, type ViciSection, type ViciItem,
+  MAX_SEGMENT, type Packet, type ViciSection, type ViciItem,
 } from '../../../../src/proto/vici/codec.js'
 import { rng, randInt, randBytes, seedOf } from '../../../helpers/random.js'
 
@@ -35,56 +35,48 @@ function randSection (depth: number): ViciSection {
   return m
 }
 
-function coded (t: Test, fn: () => unknown, what: string): void {
+/** Encodes, decodes, and checks both the value and the bytes survive. */
+function roundTrips<T> (t: Test, n: number, make: () => T, encode: (v: T) => Buffer, decode: (b: Buffer) => T): void {
+  for (let i = 0; i < n; i++) {
+    const v = make()
+    const bytes = encode(v)
+    const back = decode(bytes)
+    t.same(back, v, 'round-trip', { diagnostic: false })
+    if (!encode(back).equals(bytes)) t.fail(`iteration ${i}: re-encoding differs`)
+  }
+  t.pass(`${n} random values round-tripped`)
+}
+
+/** Untrusted bytes either decode faithfully (re-encode to the same bytes) or raise a VICI code. */
+function codedOrFaithful (t: Test, bytes: Buffer): 'decoded' | 'refused' {
   try {
-    const p = fn() as { type?: number } | undefined
-    // Whatever decodes must re-encode to the same bytes (checked by the caller).
-    void p
+    const p = decodePacket(bytes)
+    if (!encodePacket(p).equals(bytes)) t.fail(`${bytes.toString('hex')}: decoded unfaithfully`)
+    return 'decoded'
   } catch (err) {
-    if (!(err instanceof BeckonError)) t.fail(`${what}: uncoded ${String(err)}`)
-    else if (!err.code.startsWith('BECKON_ERR_VICI_')) t.fail(`${what}: unexpected code ${err.code}`)
+    if (!(err instanceof BeckonError) || !err.code.startsWith('BECKON_ERR_VICI_')) t.fail(`${bytes.toString('hex')}: uncoded ${String(err)}`)
+    return 'refused'
   }
 }
 
 t.test('random messages round-trip: section → bytes → same section → same bytes', async (t) => {
-  for (let i = 0; i < 500; i++) {
-    const m = randSection(0)
-    const bytes = encodeMessage(m)
-    const back = decodeMessage(bytes)
-    t.same(back, m, 'round-trip', { diagnostic: false })
-    if (!encodeMessage(back).equals(bytes)) t.fail(`iteration ${i}: re-encoding differs`)
-  }
-  t.pass('500 random messages round-tripped')
+  roundTrips(t, 500, () => randSection(0), encodeMessage, decodeMessage)
 })
 
 t.test('random packets of every type round-trip', async (t) => {
-  for (let i = 0; i < 300; i++) {
+  roundTrips(t, 300, () => {
     const type = randInt(r, 0, 7) as PacketType
     const p: any = { type }
     if ([0, 3, 4, 7].includes(type)) p.name = randName()
     if ([0, 1, 7].includes(type)) p.message = randSection(0)
-    const bytes = encodePacket(p)
-    const back = decodePacket(bytes)
-    t.same(back, p, 'round-trip', { diagnostic: false })
-    if (!encodePacket(back).equals(bytes)) t.fail(`packet ${i}: re-encoding differs`)
-  }
-  t.pass('300 random packets round-tripped')
+    return p as Packet
+  }, encodePacket, decodePacket)
 })
 
 t.test('random garbage yields coded errors or a faithful decode, never a crash', async (t) => {
   let decoded = 0
   for (let i = 0; i < 5000; i++) {
-    const bytes = randBytes(r, randInt(r, 0, 64))
-    try {
-      const p = decodePacket(bytes)
-      decoded++
-      t.ok(encodePacket(p).equals(bytes), 'what decodes re-encodes exactly', { diagnostic: false })
-    } catch (err) {
-      if (!(err instanceof BeckonError) || !err.code.startsWith('BECKON_ERR_VICI_')) {
-        t.fail(`garbage ${bytes.toString('hex')}: uncoded error ${String(err)}`)
-        return
-      }
-    }
+    if (codedOrFaithful(t, randBytes(r, randInt(r, 0, 64))) === 'decoded') decoded++
   }
   t.comment(`${decoded} of 5000 garbage inputs happened to be valid packets`)
   t.pass('no uncoded error')
@@ -93,12 +85,7 @@ t.test('random garbage yields coded errors or a faithful decode, never a crash',
 t.test('every truncation of a valid packet is coded or faithful', async (t) => {
   for (let i = 0; i < 100; i++) {
     const bytes = encodePacket({ type: PacketType.EVENT, name: 'list-sa', message: randSection(0) })
-    for (let n = 0; n < bytes.length; n++) {
-      coded(t, () => {
-        const p = decodePacket(bytes.subarray(0, n))
-        if (!encodePacket(p).equals(bytes.subarray(0, n))) t.fail('prefix decoded unfaithfully')
-      }, `prefix ${n}`)
-    }
+    for (let n = 0; n < bytes.length; n++) codedOrFaithful(t, bytes.subarray(0, n))
   }
   t.pass('all prefixes handled')
 })
