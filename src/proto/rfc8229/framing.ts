@@ -50,15 +50,46 @@ export function encodeFrame (payload: Buffer): Buffer {
  * the caller closes the session. With `expectPrefix`, the stream must start "IKETCP".
  */
 export class FrameDecoder {
-  private pending: Buffer[] = []
-  private pendingLen = 0
+  /** The start of a frame that the previous chunk cut off (≤ 65535 bytes). */
+  private tail: Buffer | undefined
   private prefixLeft: number
 
   constructor (expectPrefix: boolean) {
     this.prefixLeft = expectPrefix ? PREFIX.length : 0
   }
 
-  get buffered (): number { return this.pendingLen }
+  get buffered (): number { return this.tail?.length ?? 0 }
+
+  private static payload (frame: Buffer): Buffer {
+    const len = frame.readUInt16BE(0)
+    if (len < 3) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', `frame length ${len} leaves no payload`)
+    const payload = frame.subarray(2, len)
+    frameKind(payload)
+    return payload
+  }
+
+  /**
+   * Completes the cut-off frame from the head of `buf`, copying only that frame's bytes;
+   * returns what is left of `buf`, or undefined while the frame is still incomplete.
+   */
+  private completeTail (buf: Buffer, out: Buffer[]): Buffer | undefined {
+    let t = this.tail!
+    if (t.length < 2) {
+      const k = Math.min(2 - t.length, buf.length)
+      t = Buffer.concat([t, buf.subarray(0, k)])
+      buf = buf.subarray(k)
+      if (t.length < 2) { this.tail = t; return undefined }
+    }
+    const len = t.readUInt16BE(0)
+    if (len < 3) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', `frame length ${len} leaves no payload`)
+    const k = Math.min(len - t.length, buf.length)
+    t = Buffer.concat([t, buf.subarray(0, k)])
+    buf = buf.subarray(k)
+    if (t.length < len) { this.tail = t; return undefined }
+    this.tail = undefined
+    out.push(FrameDecoder.payload(t))
+    return buf
+  }
 
   push (chunk: Buffer): Buffer[] {
     let buf = chunk
@@ -69,28 +100,23 @@ export class FrameDecoder {
       this.prefixLeft -= n
       buf = buf.subarray(n)
     }
-    if (this.pendingLen > 0) {
-      this.pending.push(buf)
-      buf = Buffer.concat(this.pending, this.pendingLen + buf.length)
-      this.pending = []
-      this.pendingLen = 0
-    }
     const out: Buffer[] = []
+    if (this.tail !== undefined) {
+      const rest = this.completeTail(buf, out)
+      if (rest === undefined) return out
+      buf = rest
+    }
+    // Whole frames inside this chunk are handed out as views: no copy.
     let off = 0
     while (buf.length - off >= 2) {
       const len = buf.readUInt16BE(off)
       if (len < 3) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', `frame length ${len} leaves no payload`)
       if (buf.length - off < len) break
-      const payload = buf.subarray(off + 2, off + len)
-      frameKind(payload)
-      out.push(payload)
+      out.push(FrameDecoder.payload(buf.subarray(off, off + len)))
       off += len
     }
-    if (off < buf.length) {
-      // Keep the tail; copied later only if the next chunk completes it.
-      this.pending.push(buf.subarray(off))
-      this.pendingLen = buf.length - off
-    }
+    // A cut-off frame: copy its start now, so the chunk it came in is not pinned.
+    if (off < buf.length) this.tail = Buffer.from(buf.subarray(off))
     return out
   }
 }

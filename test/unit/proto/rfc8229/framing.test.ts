@@ -54,3 +54,23 @@ t.test('malformed streams are refused with a coded error', async (t) => {
   t.pass('garbage: coded errors only')
   t.throws(() => encodeFrame(Buffer.alloc(65534)), { code: 'BECKON_ERR_RFC8229_MALFORMED' })
 })
+
+t.test('whole frames are views into the received chunk; only a cut-off frame is copied', async (t) => {
+  const esp = (b: number): Buffer => Buffer.alloc(1400, b).fill(0x11, 0, 4)
+  const stream = Buffer.concat([encodeFrame(esp(1)), encodeFrame(esp(2)), encodeFrame(esp(3)), encodeFrame(esp(4))])
+  const d = new FrameDecoder(false)
+  const cut = 1402 * 2 + 700 // two whole frames, half of the third
+  // Buffer.alloc is never pooled, so "shares memory" means "is a view of this chunk".
+  const chunk = (b: Buffer): Buffer => { const c = Buffer.alloc(b.length); b.copy(c); return c }
+  const first = chunk(stream.subarray(0, cut))
+  const a = d.push(first)
+  t.equal(a.length, 2)
+  t.ok(a.every((p) => p.buffer === first.buffer), 'whole frames share the chunk memory')
+  t.equal(d.buffered, 700, 'only the cut-off frame is held')
+  const second = chunk(stream.subarray(cut))
+  const b = d.push(second)
+  t.same(b.map((p) => p[4]), [3, 4])
+  t.not(b[0]!.buffer, second.buffer, 'the completed frame is a copy')
+  t.equal(b[1]!.buffer, second.buffer, 'the frame after it is a view again')
+  t.equal(d.buffered, 0)
+})
