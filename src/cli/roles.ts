@@ -70,7 +70,7 @@ async function gateway (configPath: string | undefined): Promise<void> {
     inbox = new MailInbox({ host: m.host, port: m.port, user: m.user, password: m.password, ca: m.ca === undefined ? undefined : readFileSync(m.ca), log },
       (token, meta) => {
         const s = g.accept(token, { ...meta })
-        return s instanceof BeckonError ? { ok: false, error: s } : { ok: true, then: () => g.dial(s, { ...meta }) }
+        return s instanceof BeckonError ? { ok: false, error: s } : { ok: true, then: () => g.dial(s) }
       },
       (err, meta) => g.refuse(err, { ...meta }))
     inbox.start()

@@ -84,7 +84,7 @@ export class Gateway {
   /** Handles one token from any channel: accept, then dial. Never throws. */
   async handle (token: Buffer, meta: Record<string, unknown>): Promise<void> {
     const s = this.accept(token, meta)
-    if (!(s instanceof BeckonError)) await this.dial(s, meta)
+    if (!(s instanceof BeckonError)) await this.dial(s)
   }
 
   /**
@@ -113,7 +113,7 @@ export class Gateway {
   }
 
   /** Steps E–H for an accepted signal. Never throws. */
-  async dial (s: Signal, _meta: Record<string, unknown>): Promise<void> {
+  async dial (s: Signal): Promise<void> {
     const session = s.sessionId.toString('hex')
     const log = this.log.child({ session, reference: s.reference })
     const route = this.cfg.terminals.get(s.reference)!

@@ -66,7 +66,9 @@ export class Relay {
   private readonly sockets = new Set<Socket>()
   /** Put into signals; the bound port when the config says 0 (tests). */
   private dialbackPort: number
-  readonly stats: RelayStats = { pending: 0, active: 0, opened: 0, failed: {}, dialbacksRefused: 0 }
+  private readonly counters: Omit<RelayStats, 'pending'> = { active: 0, opened: 0, failed: {}, dialbacksRefused: 0 }
+
+  get stats (): RelayStats { return { ...this.counters, pending: this.pending.size } }
 
   constructor (private readonly deps: RelayDeps) {
     this.cfg = deps.config
@@ -192,23 +194,21 @@ export class Relay {
       }
       client.write(responseHead(200, { 'Beckon-Session': sessionKeyHex, 'Beckon-Channel': channel, ...(fallback.length > 0 ? { 'Beckon-Fallback': fallback.join(',') } : {}), 'Beckon-Elapsed-Ms': elapsed, ...ipsecHeaders }))
       if (head.length > 0) dial.write(head)
-      this.stats.opened++
-      this.stats.active++
+      this.counters.opened++
+      this.counters.active++
       log.info({ stage: 'connected', elapsedMs: elapsed }, 'relay: session open')
       if (dcOpen.hasSubscribers) dcOpen.publish({ session: sessionKeyHex, device: device.name, user: user.name, elapsedMs: elapsed })
       const moved = await splice(client, dial)
-      this.stats.active--
+      this.counters.active--
       log.info({ stage: 'closed', ...moved }, 'relay: session closed')
       if (dcClose.hasSubscribers) dcClose.publish({ session: sessionKeyHex, ...moved })
     } catch (err) {
       const e = toBeckonError(err)
       if (sessionKeyHex !== undefined) this.pending.delete(sessionKeyHex)
-      this.stats.failed[e.code] = (this.stats.failed[e.code] ?? 0) + 1
+      this.counters.failed[e.code] = (this.counters.failed[e.code] ?? 0) + 1
       log.warn({ code: e.code, err: e.message, elapsedMs: this.now() - started }, 'relay: session refused')
       if (!client.destroyed && client.writable) client.end(errorResponse(e))
       else client.destroy()
-    } finally {
-      this.stats.pending = this.pending.size
     }
   }
 
@@ -269,7 +269,6 @@ export class Relay {
       })
     })
     promise.catch(() => {})
-    this.stats.pending = this.pending.size
     return { promise }
   }
 
@@ -285,12 +284,11 @@ export class Relay {
       if (!checkDialbackProof(p.key, hello.sessionId, hello.proof)) throw new BeckonError('BECKON_ERR_DIALBACK_REFUSED', `wrong proof for session ${id}`)
       // One dial-back per session: a replayed hello finds nothing waiting.
       this.pending.delete(id)
-      this.stats.pending = this.pending.size
       sock.write(encodeAck(true))
       p.resolve({ sock, status: hello.status })
     } catch (err) {
       const e = toBeckonError(err, 'BECKON_ERR_PROTOCOL')
-      this.stats.dialbacksRefused++
+      this.counters.dialbacksRefused++
       this.log.warn({ code: e.code, err: e.message, peer: sock.remoteAddress }, 'relay: dial-back refused')
       if (sock.writable) sock.end(encodeAck(false))
       else sock.destroy()
