@@ -63,6 +63,21 @@ export const ERRORS = {
   BECKON_ERR_RFC8229_MALFORMED: { status: 502, message: 'malformed RFC 8229 stream' },
   BECKON_ERR_IPSEC_FAILED: { status: 502, message: 'IPsec tunnel could not be established' },
 
+  // control plane: store, management API, directory, policies
+  BECKON_ERR_STORE: { status: 500, message: 'store operation failed' },
+  BECKON_ERR_STORE_UNAVAILABLE: { status: 503, message: 'store unavailable' },
+  BECKON_ERR_NOT_FOUND: { status: 404, message: 'not found' },
+  BECKON_ERR_CONFLICT: { status: 409, message: 'already exists' },
+  BECKON_ERR_VALIDATION: { status: 400, message: 'invalid request body' },
+  BECKON_ERR_POLICY_INVALID: { status: 400, message: 'invalid IPsec policy' },
+  BECKON_ERR_POLICY_REJECTED: { status: 422, message: 'charon rejected the generated connection' },
+  BECKON_ERR_API_UNAUTHORIZED: { status: 401, message: 'missing or invalid API token' },
+  BECKON_ERR_API_FORBIDDEN: { status: 403, message: 'the API token lacks the scope for this route' },
+  BECKON_ERR_API_INSECURE: { status: 403, message: 'secrets are refused on an unencrypted listener' },
+  BECKON_ERR_DIRECTORY_UNAVAILABLE: { status: 503, message: 'user directory unavailable' },
+  BECKON_ERR_SESSION_ENDED: { status: 410, message: 'session ended' },
+  BECKON_ERR_IMPORT_CONFLICT: { status: 409, message: 'devices both in relay.yaml and in the store' },
+
   // lab / test network
   BECKON_ERR_LAB: { status: 500, message: 'lab network operation failed' },
 } as const satisfies Record<string, ErrorSpec>
