@@ -7,6 +7,7 @@ import { Command } from 'commander'
 import { createRequire } from 'node:module'
 import { registerCa } from './ca.js'
 import { registerConnect } from './connect.js'
+import { registerDoctor } from './doctor.js'
 import { registerLab } from './lab.js'
 import { registerRoles } from './roles.js'
 import { registerVici } from './vici.js'
@@ -26,5 +27,6 @@ registerConnect(program)
 registerVici(program)
 registerLab(program)
 registerCa(program)
+registerDoctor(program)
 
 await program.parseAsync(process.argv)
