@@ -200,6 +200,11 @@ export interface StartSlapdOptions {
   /** Readiness probe; defaults to a TCP connect to every listen URL (from this namespace). */
   probe?: () => Promise<boolean>
   readyTimeoutMs?: number
+  /**
+   * SIGTERM slapd when this process dies, even by SIGKILL (prctl PR_SET_PDEATHSIG via
+   * util-linux `setpriv`): for tests, whose runner may kill them on a timeout.
+   */
+  dieWithParent?: boolean
 }
 
 function hostPort (url: string): { host: string, port: number } {
@@ -219,11 +224,11 @@ export function tcpProbe (host: string, port: number, timeoutMs = 1000): Promise
 }
 
 /**
- * Starts slapd (optionally behind `wrap`, e.g. `ip netns exec <ns>`, which execs in place
- * so the pid is slapd's) and resolves once every listener accepts connections.
+ * Starts slapd (optionally behind `wrap`, e.g. `ip netns exec <ns>`; it and setpriv exec in
+ * place, so the pid is slapd's) and resolves once every listener accepts connections.
  */
 export async function startSlapd (o: StartSlapdOptions, wrap: string[] = []): Promise<SlapdProcess> {
-  const argv = [...wrap, ...slapdCommand(o.dir, o.listen)]
+  const argv = [...wrap, ...(o.dieWithParent === true ? ['setpriv', '--pdeathsig', 'SIGTERM'] : []), ...slapdCommand(o.dir, o.listen)]
   const urls = o.listen ?? readFileSync(join(o.dir, 'listen'), 'utf8').split('\n').filter((l) => l !== '')
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''

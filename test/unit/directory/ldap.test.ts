@@ -39,8 +39,11 @@ async function freePort (): Promise<number> {
   })
 }
 
-/** A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA. */
-async function makeCerts (dir: string): Promise<{ ca: string, cert: string, key: string, wrongCa: string }> {
+/**
+ * A CA, a server certificate for 127.0.0.1 signed by it, one for another name signed by it
+ * too, and an unrelated CA.
+ */
+async function makeCerts (dir: string): Promise<{ ca: string, cert: string, key: string, wrongCa: string, otherCert: string, otherKey: string }> {
   const p = (f: string): string => join(dir, f)
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
   const caExt = ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']
@@ -49,7 +52,10 @@ async function makeCerts (dir: string): Promise<{ ca: string, cert: string, key:
   await run('openssl', ['req', ...ec, '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=127.0.0.1'])
   writeFileSync(p('server.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n')
   await run('openssl', ['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p('server.pem'), '-days', '2', '-extfile', p('server.ext')])
-  return { ca: p('ca.pem'), cert: p('server.pem'), key: p('server.key'), wrongCa: p('wrong-ca.pem') }
+  await run('openssl', ['req', ...ec, '-keyout', p('other.key'), '-out', p('other.csr'), '-subj', '/CN=ldap.elsewhere.example'])
+  writeFileSync(p('other.ext'), 'subjectAltName=DNS:ldap.elsewhere.example\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n')
+  await run('openssl', ['x509', '-req', '-in', p('other.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p('other.pem'), '-days', '2', '-extfile', p('other.ext')])
+  return { ca: p('ca.pem'), cert: p('server.pem'), key: p('server.key'), wrongCa: p('wrong-ca.pem'), otherCert: p('other.pem'), otherKey: p('other.key') }
 }
 
 interface Lab { dir: string, ldapUrl: string, ldapsUrl: string, slapd: SlapdProcess }
@@ -60,7 +66,7 @@ async function startLab (t: Test, certs: { ca: string, cert: string, key: string
   const ldapUrl = `ldap://127.0.0.1:${await freePort()}`
   const ldapsUrl = `ldaps://127.0.0.1:${await freePort()}`
   await writeLdapConfig(dir, { listen: [`${ldapUrl}/`, `${ldapsUrl}/`], suffix: SUFFIX, tls: certs, users: USERS, adminPassword: ADMIN_PW })
-  const slapd = await startSlapd({ dir })
+  const slapd = await startSlapd({ dir, dieWithParent: true })
   // Registered after the dir's removal, so it runs first (teardowns run in reverse).
   t.teardown(() => slapd.stop())
   return { dir, ldapUrl, ldapsUrl, slapd }
@@ -214,7 +220,8 @@ t.test('cache: short-lived, per password, failures never cached, concurrent logi
 })
 
 t.test('outage: frozen and stopped slapd, alone and behind a local directory', async (t) => {
-  const down = await startLab(t, certs, 'outage')
+  // This one's certificate, from the right CA, names another host.
+  const down = await startLab(t, { ca: certs.ca, cert: certs.otherCert, key: certs.otherKey }, 'outage')
   const TIMEOUT = 400
   const SLACK = 600
   let now = 2_000_000
@@ -222,6 +229,10 @@ t.test('outage: frozen and stopped slapd, alone and behind a local directory', a
   const cached = new LdapDirectory(s, undefined, { cacheMs: 10_000, now: () => now })
   t.same(await cached.authenticate(basic('dr-grey', 'grey-pass-1')), { name: 'dr-grey', groups: ['physicians'] })
   const local = new LocalDirectory([{ name: 'nurse-joy', passwordHash: await hashPassword('joy-pass'), groups: ['nurses'] }])
+  for (const [what, extra] of [['StartTLS', { starttls: true }], ['LDAPS', { url: down.ldapsUrl }]] as const) {
+    await t.rejects(new LdapDirectory(settings(down.ldapUrl, { ca_pem: caPem, ...extra })).authenticate(basic('dr-grey', 'grey-pass-1')),
+      { code: 'BECKON_ERR_DIRECTORY_UNAVAILABLE', message: /altnames/ }, `${what}: a certificate for another name, from the right CA`)
+  }
 
   const timed = async (what: string, d: Directory, user: string, password: string): Promise<void> => {
     const started = Date.now()
