@@ -9,6 +9,7 @@ import { registerCa } from './ca.js'
 import { registerConnect } from './connect.js'
 import { registerDoctor } from './doctor.js'
 import { registerLab } from './lab.js'
+import { registerManage } from './manage.js'
 import { registerRoles } from './roles.js'
 import { registerVici } from './vici.js'
 
@@ -28,5 +29,6 @@ registerVici(program)
 registerLab(program)
 registerCa(program)
 registerDoctor(program)
+registerManage(program)
 
 await program.parseAsync(process.argv)
