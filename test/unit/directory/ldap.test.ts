@@ -15,6 +15,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { run } from '../../../src/core/exec.js'
+import { createLogger } from '../../../src/core/log.js'
 import { ChainDirectory } from '../../../src/directory/chain.js'
 import { LocalDirectory, hashPassword, type Directory } from '../../../src/directory/directory.js'
 import { LdapDirectory, escapeFilterValue, fillTemplate, firstRdnValue, ldapLookupChannel, testLdap, type LdapLookupEvent } from '../../../src/directory/ldap.js'
@@ -262,6 +263,21 @@ t.test('outage: frozen and stopped slapd, alone and behind a local directory', a
   const chain = new ChainDirectory([local, new LdapDirectory(s)])
   t.same(await chain.authenticate(basic('nurse-joy', 'joy-pass')), { name: 'nurse-joy', groups: ['nurses'] }, 'the local directory still answers for its own users')
   t.match(await testLdap(s), { ok: false, error: /ECONNREFUSED/ })
+})
+
+t.test('passwords never reach the log', async (t) => {
+  const lines: string[] = []
+  const log = createLogger({ level: 'debug', destination: { write: (s: string) => { lines.push(s) } } })
+  const d = new LdapDirectory(settings(lab.ldapUrl), log)
+  await d.authenticate(basic('dr-grey', 'grey-pass-1'))
+  await t.rejects(d.authenticate(basic('dr-grey', 'wrong-pass-zz')))
+  await t.rejects(d.authenticate(basic('dr-nobody', 'nobody-pass-zz')))
+  const refused = new LdapDirectory(settings(lab.ldapUrl, { bind_password: 'wrong-admin-zz' }), log)
+  await t.rejects(refused.authenticate(basic('dr-grey', 'grey-pass-1')))
+  const text = lines.join('')
+  t.ok(lines.length >= 3, 'failures are logged')
+  t.match(text, /service bind refused/)
+  for (const secret of ['grey-pass-1', 'wrong-pass-zz', 'nobody-pass-zz', 'wrong-admin-zz', ADMIN_PW]) t.notOk(text.includes(secret), `${secret} not logged`)
 })
 
 t.test('ChainDirectory: the next directory on AUTH_FAILED; AUTH_FAILED when all say so', async (t) => {
