@@ -14,7 +14,7 @@ function fakeRoot (): string {
   const root = mkdtempSync(join(tmpdir(), 'beckon-preflight-'))
   const files = [
     'usr/lib/ipsec/charon', 'usr/sbin/swanctl', 'usr/bin/pki', 'usr/sbin/ip', 'usr/sbin/nft', 'usr/bin/tcpdump',
-    'usr/sbin/postfix', 'usr/sbin/dovecot', 'usr/sbin/slapd', 'usr/bin/ldapsearch',
+    'usr/sbin/postfix', 'usr/sbin/dovecot', 'usr/sbin/slapd', 'usr/bin/ldapsearch', 'usr/bin/systemd-analyze',
     'usr/lib/postgresql/15/bin/initdb', 'usr/lib/postgresql/15/bin/postgres', 'dev/net/tun', 'proc/net/xfrm_stat',
     ...CHARON_PLUGINS.map((p) => `usr/lib/ipsec/plugins/libstrongswan-${p}.so`),
   ]
@@ -60,6 +60,7 @@ t.test('each other missing piece names its package', async (t) => {
     ['usr/sbin/slapd', /slapd \(package slapd\)/],
     ['usr/bin/ldapsearch', /ldap-utils/],
     ['usr/sbin/nft', /nftables/],
+    ['usr/bin/systemd-analyze', /systemd-analyze.*package systemd\)/],
     ['dev/net/tun', /\/dev\/net\/tun/],
     ['proc/net/xfrm_stat', /XFRM/],
   ]
@@ -75,7 +76,7 @@ t.test('each other missing piece names its package', async (t) => {
 
 t.test('.ci/run installs the packages and runs the preflight before the tests', async (t) => {
   const run = readFileSync(fileURLToPath(new URL('../../.ci/run', import.meta.url)), 'utf8')
-  for (const pkg of ['libstrongswan-standard-plugins', 'postgresql', 'slapd', 'ldap-utils']) t.match(run, new RegExp(`\\b${pkg}\\b`), pkg)
+  for (const pkg of ['libstrongswan-standard-plugins', 'postgresql', 'slapd', 'ldap-utils', 'systemd']) t.match(run, new RegExp(`\\b${pkg}\\b`), pkg)
   t.match(run, /slapd\/no_configuration boolean true/)
   t.ok(run.indexOf('.ci/preflight') < run.indexOf('npm test'), 'preflight before npm test')
   t.match(run, /^npm test 2>&1/m, 'runs the README test command')
