@@ -18,7 +18,9 @@
  *
  * pubkey mode: connConfig needs a certificate (`local.certs`) and a CA (`remote.cacerts`);
  * charon parses both at load time but needs no private key. Without `opts.pubkey` a
- * throwaway CA and certificate are made with `pki` in a temporary directory.
+ * throwaway CA and certificate are made once per process with `pki` in a temporary
+ * directory. (charon would also take a pubkey connection without `certs`, but then we
+ * would load something other than what connConfig generates.)
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
@@ -81,16 +83,27 @@ function rejected (detail: string, cause?: unknown): BeckonError {
   return new BeckonError('BECKON_ERR_POLICY_REJECTED', detail, { cause })
 }
 
-/** A throwaway CA and end-entity certificate (public parts only are returned). */
-async function throwawayCreds (identity: string): Promise<PubkeyCreds> {
-  const dir = mkdtempSync(join(tmpdir(), 'beckon-check-'))
-  try {
-    const ca = await caInit(dir, 'Beckon policy check', 1)
-    const ee = await caIssue(dir, identity, 1)
-    return { caPem: readFileSync(ca.cert, 'utf8'), certPem: readFileSync(ee.cert, 'utf8'), keyPem: '' }
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
+/**
+ * A throwaway CA and end-entity certificate (public parts only; the keys die with the
+ * temp dir). charon keeps certificates loaded with a connection in its VICI credential
+ * sets until `clear-creds` (vici_config.c add_cert), and dedups equal ones, so one pair
+ * per process keeps that bounded.
+ */
+let throwaway: Promise<PubkeyCreds> | undefined
+function throwawayCreds (identity: string): Promise<PubkeyCreds> {
+  throwaway ??= (async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'beckon-check-'))
+    try {
+      const ca = await caInit(dir, 'Beckon policy check', 3650)
+      const ee = await caIssue(dir, identity, 3650)
+      return { caPem: readFileSync(ca.cert, 'utf8'), certPem: readFileSync(ee.cert, 'utf8'), keyPem: '' }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })()
+  // A failed pki run is not remembered.
+  throwaway.catch(() => { throwaway = undefined })
+  return throwaway
 }
 
 /** Loads `conf`, turning a refusal into POLICY_REJECTED with charon's CFG log lines. */
@@ -100,8 +113,8 @@ async function loadOnce (vici: ViciSession, name: string, conf: ViciInput, side:
   const onLog = (ev: ViciEvent): void => {
     if (str(ev.message, 'group') !== 'CFG') return
     const msg = str(ev.message, 'msg') ?? ''
-    // Our own successful load also logs (`added vici connection`); only reasons matter.
-    if (msg.includes(name)) return
+    // Successful loads (ours, or a concurrent check's) log `added vici connection: x`.
+    if (/vici connection: /.test(msg)) return
     lines.push(msg)
     wake?.()
   }

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CharonProcess } from '../../src/lab/charon.js'
 import { NetnsSet } from '../../src/lab/netns.js'
+import type { ViciInput } from '../../src/proto/vici/codec.js'
 import { ViciSession } from '../../src/proto/vici/session.js'
 import { checkPolicy } from '../../src/ipsec/check.js'
 import { validatePolicy } from '../../src/ipsec/policy.js'
@@ -108,6 +109,16 @@ t.test('policy checks against charon', async (t) => {
     t.match(c.local.certs[0], /^-----BEGIN CERTIFICATE-----/)
     t.match(c.remote.cacerts[0], /^-----BEGIN CERTIFICATE-----/)
     t.equal(held[0]?.listed, true, 'charon took the certificates with the connection')
+    t.same(await v.getConns(), [])
+  })
+
+  await t.test('charon also takes a pubkey connection without certificates (a fact, not our path)', async (t) => {
+    const r = await checkPolicy(v, policy({ auth: 'pubkey' }), device)
+    const conf = r.connection as { local: Record<string, unknown>, remote: Record<string, unknown> }
+    delete conf.local.certs
+    delete conf.remote.cacerts
+    await v.loadConn('beckon-check-nocerts', conf as unknown as ViciInput)
+    await unload('beckon-check-nocerts')
     t.same(await v.getConns(), [])
   })
 
