@@ -175,6 +175,7 @@ class ProposalError extends Error {}
 
 /** Parses one proposal or throws a ProposalError whose message names the offending token. */
 function parse (text: string, kind: ProposalKind): ParsedProposal {
+  if (typeof text !== 'string') throw new ProposalError(`${JSON.stringify(text)} is not a string`)
   const p: ParsedProposal = { text, isDefault: false, aead: false, encryption: [], integrity: [], prf: [], ke: [], esn: [] }
   if (text.length > MAX_LENGTH) throw new ProposalError(`${JSON.stringify(text.slice(0, 20) + '…')} is longer than ${MAX_LENGTH} characters`)
   if (!DESCRIPTOR_SAFE.test(text)) {

@@ -71,6 +71,7 @@ t.test('characters the descriptor would refuse (charon is case-sensitive too)', 
   t.throws(() => parseProposal('f', `aes128-${'sha256-'.repeat(20)}`, 'esp'), { code: 'BECKON_ERR_POLICY_INVALID', detail: /longer than 100 characters/ })
   t.throws(() => parseProposal('f', '---', 'esp'), invalid('f: "---" names no algorithm'))
   t.throws(() => validateProposals('f', [], 'esp'), invalid('f: at least one proposal is needed'))
+  t.throws(() => validateProposals('f', [42 as unknown as string], 'esp'), invalid('f[0]: 42 is not a string'), 'raw input that skipped the schema')
 })
 
 t.test('charon check_proposal rules', async (t) => {
