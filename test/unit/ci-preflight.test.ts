@@ -14,7 +14,7 @@ function fakeRoot (): string {
   const root = mkdtempSync(join(tmpdir(), 'beckon-preflight-'))
   const files = [
     'usr/lib/ipsec/charon', 'usr/sbin/swanctl', 'usr/bin/pki', 'usr/sbin/ip', 'usr/sbin/nft', 'usr/bin/tcpdump',
-    'usr/sbin/postfix', 'usr/sbin/dovecot', 'usr/sbin/slapd', 'usr/bin/ldapsearch', 'usr/bin/systemd-analyze',
+    'usr/sbin/postfix', 'usr/sbin/dovecot', 'usr/sbin/slapd', 'usr/bin/ldapsearch', 'usr/bin/systemd-analyze', 'usr/bin/vagrant',
     'usr/lib/postgresql/15/bin/initdb', 'usr/lib/postgresql/15/bin/postgres', 'dev/net/tun', 'proc/net/xfrm_stat',
     ...CHARON_PLUGINS.map((p) => `usr/lib/ipsec/plugins/libstrongswan-${p}.so`),
   ]
@@ -60,7 +60,7 @@ t.test('each other missing piece names its package', async (t) => {
     ['usr/sbin/slapd', /slapd \(package slapd\)/],
     ['usr/bin/ldapsearch', /ldap-utils/],
     ['usr/sbin/nft', /nftables/],
-    ['usr/bin/systemd-analyze', /systemd-analyze.*package systemd\)/],
+    ['usr/bin/systemd-analyze', 'usr/bin/vagrant', /systemd-analyze.*package systemd\)/],
     ['dev/net/tun', /\/dev\/net\/tun/],
     ['proc/net/xfrm_stat', /XFRM/],
   ]
