@@ -8,6 +8,7 @@ import { createRequire } from 'node:module'
 import { registerCa } from './ca.js'
 import { registerConnect } from './connect.js'
 import { registerDoctor } from './doctor.js'
+import { registerImport } from './import.js'
 import { registerLab } from './lab.js'
 import { registerManage } from './manage.js'
 import { registerRoles } from './roles.js'
@@ -27,6 +28,7 @@ registerRoles(program)
 registerConnect(program)
 registerVici(program)
 registerLab(program)
+registerImport(program)
 registerCa(program)
 registerDoctor(program)
 registerManage(program)

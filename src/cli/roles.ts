@@ -10,7 +10,18 @@ import { SmsChannel, type SignalChannel } from '../channels/channel.js'
 import { SmppBind, SmppSmsReceiver, SmppSmsSender } from '../channels/sms/smpp.js'
 import { MailInbox } from '../channels/mail/imap.js'
 import { MailChannel } from '../channels/mail/smtp.js'
-import { LocalDirectory, hashPassword } from '../directory/directory.js'
+import { hashPassword } from '../directory/directory.js'
+import { LdapDirectory, testLdap } from '../directory/ldap.js'
+import { join } from 'node:path'
+import type { HealthCheck } from '../api/deps.js'
+import { connectTcp } from '../core/stream.js'
+import { Metrics } from '../core/metrics.js'
+import { checkPolicy } from '../ipsec/check.js'
+import { Catalog } from '../roles/relay/catalog.js'
+import { MemoryStore } from '../store/memory.js'
+import { describeStore, openStore } from '../store/open.js'
+import type { Store } from '../store/store.js'
+import { bootstrapToken, serveApi } from './api-server.js'
 import { Smsc } from '../lab/smsc.js'
 import { readFileSync } from 'node:fs'
 import { NetlinkHostAddresses } from '../ipsec/host.js'
@@ -19,7 +30,7 @@ import { ViciSession } from '../proto/vici/session.js'
 import { Agent, parseAgentConfig, type AgentIpsec } from '../roles/agent/agent.js'
 import { Gateway, parseGatewayConfig } from '../roles/gateway/gateway.js'
 import { Relay } from '../roles/relay/relay.js'
-import { parseRelayConfig } from '../roles/relay/config.js'
+import { parseRelayConfig, type RelayConfig } from '../roles/relay/config.js'
 import { exitWithError, onTerminate } from './output.js'
 import { BeckonError } from '../core/errors.js'
 
@@ -32,25 +43,89 @@ function onShutdown (log: Logger, stop: () => Promise<void>): void {
   })
 }
 
+/**
+ * The relay's store: the configured one (SQLite by default, in the state directory), or
+ * — when relay.yaml still lists devices — a memory store seeded from the YAML. Devices in
+ * both places are refused: which one is meant cannot be guessed.
+ */
+async function relayStore (cfg: RelayConfig, log: Logger): Promise<Store> {
+  const yamlDevices = cfg.seed.devices?.length ?? 0
+  const store = await openStore(cfg.store ?? { sqlite: join(cfg.stateDir, 'beckon.db') }, { log })
+  if (yamlDevices === 0) return store
+  const stored = (await store.list('device')).length
+  if (stored > 0) {
+    await store.close()
+    throw new BeckonError('BECKON_ERR_IMPORT_CONFLICT', `relay.yaml lists ${yamlDevices} device(s) and the store (${describeStore(cfg.store ?? { sqlite: join(cfg.stateDir, 'beckon.db') })}) holds ${stored}: run \`beckon import\` once, then remove devices/users from relay.yaml`)
+  }
+  await store.close()
+  log.warn({ devices: yamlDevices }, 'relay: devices come from relay.yaml (in memory); run `beckon import` to manage them through the API')
+  const mem = new MemoryStore()
+  await mem.import(cfg.seed, 'relay.yaml')
+  return mem
+}
+
 async function relay (configPath: string | undefined): Promise<void> {
   const cfg = parseRelayConfig(loadRoleConfig('relay', configPath), configPath ?? 'relay config')
   const log = createLogger({ name: 'relay' })
+  const metrics = new Metrics({ process: true })
   const channels = new Map<string, SignalChannel>()
+  const health: Record<string, () => Promise<HealthCheck>> = {}
   let bind: SmppBind | undefined
   if (cfg.smpp !== undefined) {
     bind = new SmppBind({ url: cfg.smpp.url, systemId: cfg.smpp.systemId, password: cfg.smpp.password, mode: 'transmitter', log })
     bind.start()
     channels.set('sms', new SmsChannel(new SmppSmsSender(bind, cfg.smpp.sourceAddr)))
+    const b = bind
+    health.smsc = async () => ({ ok: b.bound, ...(b.bound ? {} : { detail: 'not bound to the SMSC' }) })
   }
   let mail: MailChannel | undefined
   if (cfg.smtp !== undefined) {
     const s = cfg.smtp
     mail = new MailChannel({ host: s.host, port: s.port, secure: s.secure, user: s.user, password: s.password, from: s.from, domain: s.domain, ca: s.ca === undefined ? undefined : readFileSync(s.ca) })
     channels.set('email', mail)
+    health.smtp = () => tcpReachable(s.host, s.port)
   }
-  const r = new Relay({ config: cfg, directory: new LocalDirectory(cfg.users), channels, log })
+  const store = await relayStore(cfg, log)
+  const catalog = new Catalog({ store, prefix: cfg.ipsec.prefix, log, metrics, ldap: (s) => new LdapDirectory(s, log) })
+  const r = new Relay({ config: cfg, catalog, store, channels, log, metrics })
   await r.listen()
-  onShutdown(log, async () => { await r.close(); await bind?.stop(); mail?.close() })
+  // Kills flagged through another relay's API (shared store) are picked up here.
+  const poll = setInterval(() => { void r.pollKills().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'relay: kill poll failed')) }, 1_000)
+  poll.unref()
+  let api: Awaited<ReturnType<typeof serveApi>> | undefined
+  if (cfg.api !== undefined) {
+    const viciUri = cfg.api.vici
+    health.directory = async () => {
+      const s = await store.get('setting', 'ldap')
+      if (s === undefined) return { ok: true, detail: 'local users only' }
+      const t = await testLdap(s)
+      return { ok: t.ok, ms: t.ms, ...(t.error === undefined ? {} : { detail: t.error }) }
+    }
+    await bootstrapToken(store, cfg.stateDir, log)
+    api = await serveApi(cfg.api, cfg.stateDir, {
+      store,
+      log,
+      metrics,
+      ipsecPrefix: cfg.ipsec.prefix,
+      health,
+      sessions: { kill: (id, reason, actor) => r.kill(id, reason, actor), live: (id) => r.session(id) },
+      testLdap: async (s) => { const t = await testLdap(s); return { ok: t.ok, ms: t.ms, ...(t.error === undefined ? {} : { detail: t.error }) } },
+      ...(viciUri === undefined ? {} : {
+        checkPolicy: async (policy, device) => {
+          const v = await ViciSession.open({ uri: viciUri, reconnect: false, timeoutMs: 5_000 })
+          try { return await checkPolicy(v, policy, device) } finally { await v.close() }
+        },
+      }),
+    })
+  }
+  onShutdown(log, async () => { clearInterval(poll); await api?.close(); await r.close(); await bind?.stop(); mail?.close(); await store.close() })
+}
+
+/** A TCP connect to host:port within 2 s. */
+async function tcpReachable (host: string, port: number): Promise<HealthCheck> {
+  const s = await connectTcp(host, port, 2_000)
+  s.destroy()
+  return { ok: true }
 }
 
 async function gateway (configPath: string | undefined): Promise<void> {

@@ -48,7 +48,7 @@ export const Device = Type.Object({
   port: Type.Integer({ minimum: 1, maximum: 65535, default: 7400 }),
   channels: Type.Array(Channel, { minItems: 1, maxItems: 2, uniqueItems: true, default: ['sms'] }),
   /** How long the relay waits for the dial-back (eDRX/PSM devices need minutes). */
-  wake_timeout_ms: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 15_000 }),
+  wake_timeout_ms: Type.Integer({ minimum: 100, maximum: 86_400_000, default: 15_000 }),
   /** The agent's X25519 key: PSKs are sealed for it. */
   agent_public_key: Type.Optional(RawKey),
   /** Permanent IPv6 address of the terminal; derived from the name when absent. */
@@ -73,6 +73,8 @@ export const User = Type.Object({
   groups: Type.Array(Name, { maxItems: 64, uniqueItems: true, default: [] }),
   /** Permanent IPv6 address; derived from the name when absent. */
   address: Type.Optional(Ipv6),
+  /** SHA-256 (hex) of bearer tokens this user may CONNECT with. */
+  token_sha256: Type.Optional(Type.Array(Type.String({ pattern: '^[a-f0-9]{64}$' }), { maxItems: 16 })),
 }, { additionalProperties: false })
 export type User = Static<typeof User>
 
@@ -148,8 +150,8 @@ export const LdapSettings = Type.Object({
 }, { additionalProperties: false })
 export type LdapSettings = Static<typeof LdapSettings>
 
-export const SessionStage = Type.Union(['authorized', 'signalled', 'called-back', 'connected', 'closed'].map((s) => Type.Literal(s)))
-export type SessionStage = 'authorized' | 'signalled' | 'called-back' | 'connected' | 'closed'
+export const SessionStage = Type.Union([Type.Literal('authorized'), Type.Literal('signalled'), Type.Literal('called-back'), Type.Literal('connected'), Type.Literal('closed')])
+export type SessionStage = Static<typeof SessionStage>
 
 export const SessionRecord = Type.Object({
   id: Type.String({ pattern: '^[a-f0-9]{24}$' }),

@@ -8,7 +8,9 @@ import type { AddressInfo } from 'node:net'
 import { generateRawKeyPair } from '../../src/core/keys.js'
 import { silentLogger } from '../../src/core/log.js'
 import { MemoryChannel } from '../../src/channels/channel.js'
-import { LocalDirectory, hashPassword } from '../../src/directory/directory.js'
+import { hashPassword } from '../../src/directory/directory.js'
+import { Catalog } from '../../src/roles/relay/catalog.js'
+import { MemoryStore } from '../../src/store/memory.js'
 import { Relay } from '../../src/roles/relay/relay.js'
 import { parseRelayConfig } from '../../src/roles/relay/config.js'
 import { Gateway, parseGatewayConfig } from '../../src/roles/gateway/gateway.js'
@@ -20,6 +22,7 @@ export interface Rig {
   gateway: Gateway
   agent: Agent
   sms: MemoryChannel
+  store: MemoryStore
   client: (user?: string, password?: string) => ClientOptions
   servicePort: number
   /** When false the "SMS" is swallowed, as if the gateway were down. */
@@ -53,38 +56,40 @@ export async function rig (t: Test, o: { wakeTimeout?: string, agentDown?: boole
   const sms = new MemoryChannel('sms')
   sms.onSend = (_to, token) => { if (deliver.on) void gateway.handle(token, { channel: 'memory' }) }
 
+  const config = parseRelayConfig({
+    client_listen: '127.0.0.1:0',
+    dialback_listen: '127.0.0.1:0',
+    public_address: '127.0.0.1',
+    allow_plain_basic: true,
+    keys: { x25519_private: relayX.privateKey, ed25519_private: relayEd.privateKey },
+    relay_id: 'rig',
+    users: {
+      alice: { password_hash: await hashPassword('alice-pw'), groups: ['physicians'] },
+      mallory: { password_hash: await hashPassword('mallory-pw'), groups: ['visitors'] },
+    },
+    devices: {
+      'patient-phone': {
+        msisdn: '+15550100',
+        gateway_public_key: gwX.publicKey,
+        wake_timeout: o.wakeTimeout ?? '3s',
+        allow: [{ groups: ['physicians'], tcp: [servicePort] }],
+      },
+    },
+    ...o.relay,
+  })
+  const store = new MemoryStore()
+  await store.import(config.seed, 'relay.yaml')
   const relay = new Relay({
-    config: parseRelayConfig({
-      client_listen: '127.0.0.1:0',
-      dialback_listen: '127.0.0.1:0',
-      public_address: '127.0.0.1',
-      allow_plain_basic: true,
-      keys: { x25519_private: relayX.privateKey, ed25519_private: relayEd.privateKey },
-      users: {
-        alice: { password_hash: await hashPassword('alice-pw'), groups: ['physicians'] },
-        mallory: { password_hash: await hashPassword('mallory-pw'), groups: ['visitors'] },
-      },
-      devices: {
-        'patient-phone': {
-          msisdn: '+15550100',
-          gateway_public_key: gwX.publicKey,
-          wake_timeout: o.wakeTimeout ?? '3s',
-          allow: [{ groups: ['physicians'], tcp: [servicePort] }],
-        },
-      },
-      ...o.relay,
-    }),
-    directory: new LocalDirectory([
-      { name: 'alice', passwordHash: await hashPassword('alice-pw'), groups: ['physicians'] },
-      { name: 'mallory', passwordHash: await hashPassword('mallory-pw'), groups: ['visitors'] },
-    ]),
+    config,
+    store,
+    catalog: new Catalog({ store, prefix: config.ipsec.prefix, log: silentLogger }),
     channels: new Map([['sms', sms]]),
     log: silentLogger,
   })
   const { client } = await relay.listen()
   t.teardown(() => relay.close())
   return {
-    relay, gateway, agent, sms, servicePort, deliver,
+    relay, gateway, agent, sms, store, servicePort, deliver,
     client: (user = 'alice', password = 'alice-pw') => ({ relay: { host: '127.0.0.1', port: client.port }, user, password, timeoutMs: 20_000 }),
   }
 }

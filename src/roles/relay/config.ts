@@ -6,51 +6,33 @@ import { Fields, type Obj } from '../../core/config.js'
 import { BeckonError } from '../../core/errors.js'
 import { privateKeyFromRaw, publicKeyFromRaw } from '../../core/keys.js'
 import { isDeviceName } from '../../proto/connect/connect.js'
-import { isPasswordHash, type LocalUser } from '../../directory/directory.js'
-import { permanentAddress, ulaPrefix } from '../../ipsec/addresses.js'
+import { createHash } from 'node:crypto'
+import { hostname } from 'node:os'
+import { checkSchema } from '../../core/schema.js'
+import { isPasswordHash } from '../../directory/directory.js'
+import { ulaPrefix } from '../../ipsec/addresses.js'
+import { parseStoreConfig, type StoreSpec } from '../../store/open.js'
+import { Device as DeviceSchema, Gateway as GatewaySchema, Policy as PolicySchema, User, type Device, type Gateway, type Policy, type PolicyRule } from '../../store/records.js'
+import type { ImportBundle } from '../../store/store.js'
 
-export type ChannelName = 'sms' | 'email'
-
-export interface PolicyRule {
-  users: string[]
-  groups: string[]
-  tcp: number[]
-  ipsec: boolean
-}
-
-export interface DeviceConfig {
-  name: string
-  /** Permanent IPv6 address; derived from the name when not configured. */
-  address: string
-  /** The agent's X25519 key: PSKs are sealed for it (IPsec mode). */
-  agentKey: KeyObject | undefined
-  ipsecAuth: 'psk' | 'pubkey'
-  msisdn: string | undefined
-  /** The gateway mailbox that receives this device's e-mail signals. */
-  email: string | undefined
-  /** Names the terminal inside e-mail signals (the mailbox may serve many devices). */
-  emailReference: string
-  channels: ChannelName[]
-  gatewayKey: KeyObject
-  wakeTimeoutMs: number
-  allow: PolicyRule[]
-}
-
-export interface IpsecDefaults {
+export interface RelayIpsec {
+  /** The deployment's ULA /48: permanent addresses are derived in it. */
   prefix: string
+  /** Suffix of IKE identities. */
   domain: string
-  auth: 'psk' | 'pubkey'
-  ikeProposals: string[]
-  espProposals: string[]
-  ikeRekeyS: number
-  childRekeyS: number
-  dpdS: number
+}
+
+export interface ApiListen {
+  listen: { host: string, port: number }
+  /** Absent: a self-signed certificate is made in the state directory at first start. */
+  tls: { cert: string, key: string } | undefined
+  /** charon's VICI socket for `policy/check` (the relay's own charon, when it has one). */
+  vici: string | undefined
+  rateLimit: { max: number, windowMs: number }
 }
 
 export interface RelayConfig {
-  ipsec: IpsecDefaults
-  /** Permanent IPv6 address per user (derived when not configured). */
-  userAddresses: Map<string, string>
+  ipsec: RelayIpsec
   clientListen: { host: string, port: number }
   tls: { cert: string, key: string } | undefined
   allowPlainBasic: boolean
@@ -65,8 +47,17 @@ export interface RelayConfig {
   perUserPerMinute: number
   smpp: { url: string, systemId: string, password: string, sourceAddr: string } | undefined
   smtp: { host: string, port: number, secure: boolean, user: string, password: string, from: string, ca: string | undefined, domain: string } | undefined
-  users: LocalUser[]
-  devices: Map<string, DeviceConfig>
+  /**
+   * Devices, users, groups, gateways and policies written in the YAML (small
+   * deployments, tests): served from memory, or moved into the store by `beckon import`.
+   */
+  seed: ImportBundle
+  /** Where the control plane lives; absent: only the YAML seed, from memory. */
+  store: StoreSpec | undefined
+  stateDir: string
+  /** Names this relay in session records (several relays share a store). */
+  relayId: string
+  api: ApiListen | undefined
 }
 
 function v6 (f: Fields, key: string): string {
@@ -85,6 +76,8 @@ function ports (f: Fields, key: string): number[] {
 
 export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig {
   const f = new Fields(obj, source)
+  known(f, ['client_listen', 'tls', 'allow_plain_basic', 'dialback_listen', 'public_address', 'dialback_port', 'keys', 'signal_ttl', 'max_pending',
+    'rate_per_user_per_minute', 'smpp', 'smtp', 'ipsec', 'users', 'devices', 'gateways', 'store', 'state_dir', 'relay_id', 'api'])
   const keys = f.sub('keys')
   const dialbackListen = f.hostPort('dialback_listen', '0.0.0.0:7001')
   const tls = f.has('tls') ? { cert: f.sub('tls').str('cert'), key: f.sub('tls').str('key') } : undefined
@@ -94,58 +87,12 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
     : undefined
 
   const ip = f.sub('ipsec')
-  const authOf = (v: string, where: string): 'psk' | 'pubkey' => {
-    if (v !== 'psk' && v !== 'pubkey') throw new BeckonError('BECKON_ERR_CONFIG', `${where} must be psk or pubkey`)
-    return v
-  }
-  const ipsec: IpsecDefaults = {
-    prefix: ip.str('prefix', 'fd00:beca::/48'),
-    domain: ip.str('domain', 'beckon'),
-    auth: authOf(ip.str('auth', 'psk'), `${ip.path}.auth`),
-    ikeProposals: ip.strList('ike_proposals', ['aes256gcm16-prfsha256-x25519']),
-    espProposals: ip.strList('esp_proposals', ['aes256gcm16']),
-    ikeRekeyS: Math.round(ip.ms('ike_rekey', 4 * 3600_000) / 1000),
-    childRekeyS: Math.round(ip.ms('child_rekey', 3600_000) / 1000),
-    dpdS: Math.max(1, Math.round(ip.ms('dpd', 30_000) / 1000)),
-  }
+  const ipsec: RelayIpsec = { prefix: ip.str('prefix', 'fd00:beca::/48'), domain: ip.str('domain', 'beckon') }
   try { ulaPrefix(ipsec.prefix) } catch (err) { throw new BeckonError('BECKON_ERR_CONFIG', `${ip.path}.prefix: ${(err as Error).message}`) }
-  const userAddresses = new Map<string, string>()
-
-  const users: LocalUser[] = f.entries('users').map(([name, u]) => {
-    userAddresses.set(name, u.has('address') ? v6(u, 'address') : permanentAddress(ipsec.prefix, 'user', name))
-    const passwordHash = u.optStr('password_hash')
-    if (passwordHash !== undefined && !isPasswordHash(passwordHash)) {
-      throw new BeckonError('BECKON_ERR_CONFIG', `${u.path}.password_hash must be a scrypt hash (beckon hash-password)`)
-    }
-    return { name, passwordHash, tokenHashes: u.strList('token_sha256', []), groups: u.strList('groups', []) }
-  })
-
-  const devices = new Map<string, DeviceConfig>()
-  for (const [name, d] of f.entries('devices')) {
-    if (!isDeviceName(name)) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}: device names are DNS labels (a-z, 0-9, -)`)
-    const channels = d.strList('channels', ['sms']).map((c) => {
-      if (c !== 'sms' && c !== 'email') throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}.channels: unknown channel ${c}`)
-      return c as ChannelName
-    })
-    const msisdn = d.optStr('msisdn')
-    const email = d.optStr('email')
-    if (channels.includes('sms') && msisdn === undefined) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}: channel sms needs msisdn`)
-    if (channels.includes('email') && email === undefined) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}: channel email needs email`)
-    devices.set(name, {
-      name,
-      address: d.has('address') ? v6(d, 'address') : permanentAddress(ipsec.prefix, 'device', name),
-      agentKey: d.has('agent_public_key') ? publicKeyFromRaw('x25519', d.str('agent_public_key'), `${d.path}.agent_public_key`) : undefined,
-      ipsecAuth: d.has('ipsec_auth') ? authOf(d.str('ipsec_auth'), `${d.path}.ipsec_auth`) : ipsec.auth,
-      msisdn,
-      email,
-      emailReference: d.str('email_reference', name),
-      channels,
-      gatewayKey: publicKeyFromRaw('x25519', d.str('gateway_public_key'), `${d.path}.gateway_public_key`),
-      wakeTimeoutMs: d.ms('wake_timeout', 15_000),
-      allow: d.list('allow').map((r) => ({ users: r.strList('users', []), groups: r.strList('groups', []), tcp: ports(r, 'tcp'), ipsec: r.bool('ipsec', false) })),
-    })
-  }
-
+  const seed = yamlSeed(f, ip)
+  const stateDir = f.str('state_dir', process.env.STATE_DIRECTORY?.split(':')[0] ?? '/var/lib/beckon')
+  const api = f.sub('api')
+  const apiTls = api.sub('tls')
   const sm = f.sub('smtp')
   const smtpAt = f.has('smtp') ? sm.hostPort('address') : undefined
   const smtp = smtpAt === undefined ? undefined : {
@@ -160,7 +107,6 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
   return {
     smtp,
     ipsec,
-    userAddresses,
     clientListen: f.hostPort('client_listen', '0.0.0.0:8080'),
     tls,
     allowPlainBasic: f.bool('allow_plain_basic', false),
@@ -173,7 +119,102 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
     maxPending: f.num('max_pending', 1_000, 1),
     perUserPerMinute: f.num('rate_per_user_per_minute', 600, 1),
     smpp,
-    users,
-    devices,
+    seed,
+    store: f.has('store') ? parseStoreConfig(f, { stateDir }) : undefined,
+    stateDir,
+    relayId: f.str('relay_id', hostname()),
+    api: f.has('api') && api.bool('enabled', true)
+      ? {
+          listen: api.hostPort('listen', '127.0.0.1:8444'),
+          tls: api.has('tls') ? { cert: apiTls.str('cert'), key: apiTls.str('key') } : undefined,
+          vici: api.optStr('vici'),
+          rateLimit: { max: api.num('rate_limit', 1200, 1), windowMs: 60_000 },
+        }
+      : undefined,
+  }
+}
+
+/** A YAML rule `{ users, groups, tcp: [ports], ipsec }` as a policy rule. */
+function yamlRule (r: Fields): PolicyRule {
+  const tcp = ports(r, 'tcp')
+  // A rule without ports would grant `protocol: any`, which agents always refuse, after
+  // the signal and the dial-back are spent: refuse it here.
+  if (tcp.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${r.path}.tcp: list the ports this rule grants (a rule without ports would grant every protocol, which agents refuse)`)
+  const users = r.strList('users', [])
+  const groups = r.strList('groups', [])
+  if (users.length + groups.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${r.path}: name users or groups`)
+  return { users, groups, protocol: 'tcp', ports: tcp, ipsec: r.bool('ipsec', false), raw_tcp: true }
+}
+
+/** relay.yaml's users and devices as store records (what `beckon import` writes). */
+export function yamlSeed (f: Fields, ip: Fields): ImportBundle {
+  const authOf = (v: string, where: string): 'psk' | 'pubkey' => {
+    if (v !== 'psk' && v !== 'pubkey') throw new BeckonError('BECKON_ERR_CONFIG', `${where} must be psk or pubkey`)
+    return v
+  }
+  const defaults = {
+    auth: authOf(ip.str('auth', 'psk'), `${ip.path}.auth`),
+    ike_proposals: ip.strList('ike_proposals', ['aes256gcm16-prfsha256-x25519']),
+    esp_proposals: ip.strList('esp_proposals', ['aes256gcm16']),
+    ike_rekey_s: Math.round(ip.ms('ike_rekey', 4 * 3600_000) / 1000),
+    child_rekey_s: Math.round(ip.ms('child_rekey', 3600_000) / 1000),
+    dpd_s: Math.max(1, Math.round(ip.ms('dpd', 30_000) / 1000)),
+  }
+  const groups = new Set<string>()
+  const users: User[] = f.entries('users').map(([name, u]) => {
+    known(u, ['password_hash', 'token_sha256', 'groups', 'address'])
+    const passwordHash = u.optStr('password_hash')
+    if (passwordHash !== undefined && !isPasswordHash(passwordHash)) {
+      throw new BeckonError('BECKON_ERR_CONFIG', `${u.path}.password_hash must be a scrypt hash (beckon hash-password)`)
+    }
+    const rec = { name, groups: u.strList('groups', []), ...(passwordHash === undefined ? {} : { password_hash: passwordHash }), ...(u.has('token_sha256') ? { token_sha256: u.strList('token_sha256') } : {}), ...(u.has('address') ? { address: v6(u, 'address') } : {}) }
+    rec.groups.forEach((g) => groups.add(g))
+    return checkSchema<User>(User, rec, u.path, 'BECKON_ERR_CONFIG')
+  })
+  const gateways = new Map<string, Gateway>()
+  for (const [name, g] of f.entries('gateways')) {
+    known(g, ['public_key', 'description'])
+    gateways.set(name, checkSchema<Gateway>(GatewaySchema, { name, public_key: g.str('public_key'), ...(g.has('description') ? { description: g.str('description') } : {}) }, g.path, 'BECKON_ERR_CONFIG'))
+  }
+  const devices: Device[] = []
+  const policies: Record<string, Policy> = {}
+  for (const [name, d] of f.entries('devices')) {
+    known(d, ['msisdn', 'email', 'email_reference', 'channels', 'gateway', 'gateway_public_key', 'agent_public_key', 'ipsec_auth', 'wake_timeout', 'address', 'port', 'allow'])
+    if (!isDeviceName(name)) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}: device names are DNS labels (a-z, 0-9, -)`)
+    // A device may name a gateway from `gateways:`, or carry the gateway's key itself.
+    let gateway = d.optStr('gateway')
+    if (gateway === undefined) {
+      const key = d.str('gateway_public_key')
+      publicKeyFromRaw('x25519', key, `${d.path}.gateway_public_key`)
+      gateway = `gw-${createHash('sha256').update(key).digest('hex').slice(0, 12)}`
+      gateways.set(gateway, { name: gateway, public_key: key, description: `from ${d.path}` })
+    } else if (!gateways.has(gateway)) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}.gateway: no gateway ${gateway} under gateways:`)
+    if (d.has('agent_public_key')) publicKeyFromRaw('x25519', d.str('agent_public_key'), `${d.path}.agent_public_key`)
+    const channels = d.strList('channels', ['sms'])
+    const dev = checkSchema<Device>(DeviceSchema, {
+      name,
+      gateway,
+      channels,
+      wake_timeout_ms: d.ms('wake_timeout', 15_000),
+      ...(d.has('msisdn') ? { msisdn: d.str('msisdn') } : {}),
+      ...(d.has('email') ? { email: d.str('email') } : {}),
+      ...(d.has('email_reference') ? { email_reference: d.str('email_reference') } : {}),
+      ...(d.has('agent_public_key') ? { agent_public_key: d.str('agent_public_key') } : {}),
+      ...(d.has('address') ? { address: v6(d, 'address') } : {}),
+      ...(d.has('port') ? { port: d.num('port', 7400, 1, 65535) } : {}),
+    }, d.path, 'BECKON_ERR_CONFIG')
+    if (dev.channels.includes('sms') && dev.msisdn === undefined) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}: channel sms needs msisdn`)
+    if (dev.channels.includes('email') && dev.email === undefined) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}: channel email needs email`)
+    devices.push(dev)
+    const rules = d.list('allow').map(yamlRule)
+    policies[name] = checkSchema<Policy>(PolicySchema, { ...defaults, auth: d.has('ipsec_auth') ? authOf(d.str('ipsec_auth'), `${d.path}.ipsec_auth`) : defaults.auth, rules, raw_tcp: rules.length > 0 }, `${d.path}.allow`, 'BECKON_ERR_CONFIG')
+  }
+  return { gateways: [...gateways.values()], groups: [...groups].map((name) => ({ name })), users, devices, policies }
+}
+
+/** Refuses keys the schema does not know: a typo must not pass unnoticed. */
+function known (f: Fields, keys: readonly string[]): void {
+  for (const k of Object.keys(f.obj)) {
+    if (!keys.includes(k)) throw new BeckonError('BECKON_ERR_CONFIG', `${f.path}.${k}: unknown key (known: ${keys.join(', ')})`)
   }
 }

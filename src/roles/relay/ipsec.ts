@@ -11,7 +11,9 @@ import { BeckonError } from '../../core/errors.js'
 import type { User } from '../../directory/directory.js'
 import type { IpsecParams } from '../../proto/descriptor/descriptor.js'
 import { seal } from '../../proto/descriptor/seal.js'
-import type { DeviceConfig, RelayConfig } from './config.js'
+import type { DeviceEntry } from './catalog.js'
+import type { RelayIpsec } from './config.js'
+import type { IpsecGrantable } from './policy.js'
 
 export function derivePsk (sessionKey: Buffer, sessionId: Buffer): Buffer {
   return Buffer.from(hkdfSync('sha256', sessionKey, randomBytes(32), Buffer.concat([Buffer.from('beckon-ipsec-psk-v1'), sessionId]), 32))
@@ -19,31 +21,27 @@ export function derivePsk (sessionKey: Buffer, sessionId: Buffer): Buffer {
 
 export interface IpsecGrant { params: IpsecParams, psk: Buffer | undefined }
 
-export function ipsecGrant (cfg: RelayConfig, device: DeviceConfig, user: User, sessionId: Buffer, sessionKey: Buffer): IpsecGrant {
-  const d = cfg.ipsec
+export function ipsecGrant (d: RelayIpsec, entry: DeviceEntry, user: User, userAddress: string, selectors: IpsecGrantable, sessionId: Buffer, sessionKey: Buffer): IpsecGrant {
   const session = sessionId.toString('hex')
-  const auth = device.ipsecAuth
-  const ports = [...new Set(device.allow
-    .filter((r) => r.ipsec && (r.users.includes(user.name) || r.groups.some((g) => user.groups.includes(g))))
-    .flatMap((r) => r.tcp))].sort((a, b) => a - b)
-  const userAddress = cfg.userAddresses.get(user.name)
-  if (userAddress === undefined) throw new BeckonError('BECKON_ERR_FORBIDDEN', `${user.name} has no permanent address`)
+  const { device, policy } = entry
+  if (policy === undefined) throw new BeckonError('BECKON_ERR_FORBIDDEN', `${device.name} has no policy`)
+  const auth = policy.auth
   const params: IpsecParams = {
     auth,
     // psk mode: identities unique per session, so concurrent sessions never share a secret.
     client: { id: auth === 'psk' ? `${user.name}@${session}.${d.domain}` : `${user.name}@${d.domain}`, address: userAddress },
     terminal: { id: auth === 'psk' ? `${device.name}.${session}.${d.domain}` : `${device.name}.${d.domain}`, address: device.address },
-    protocol: ports.length > 0 ? 'tcp' : 'any',
-    ports,
-    ikeProposals: d.ikeProposals,
-    espProposals: d.espProposals,
-    ikeRekeyS: d.ikeRekeyS,
-    childRekeyS: d.childRekeyS,
-    dpdS: d.dpdS,
+    protocol: selectors.protocol,
+    ports: selectors.ports,
+    ikeProposals: policy.ike_proposals,
+    espProposals: policy.esp_proposals,
+    ikeRekeyS: policy.ike_rekey_s,
+    childRekeyS: policy.child_rekey_s,
+    dpdS: policy.dpd_s,
   }
   if (auth === 'pubkey') return { params, psk: undefined }
-  if (device.agentKey === undefined) throw new BeckonError('BECKON_ERR_CONFIG', `device ${device.name} has no agent_public_key for psk mode`)
+  if (entry.agentKey === undefined) throw new BeckonError('BECKON_ERR_CONFIG', `device ${device.name} has no agent_public_key for psk mode`)
   const psk = derivePsk(sessionKey, sessionId)
-  params.pskSealed = seal(psk, device.agentKey, Buffer.from(session)).toString('base64url')
+  params.pskSealed = seal(psk, entry.agentKey, Buffer.from(session)).toString('base64url')
   return { params, psk }
 }

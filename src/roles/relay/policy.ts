@@ -6,22 +6,29 @@
 import { BeckonError } from '../../core/errors.js'
 import type { Target } from '../../proto/connect/connect.js'
 import type { User } from '../../directory/directory.js'
-import type { DeviceConfig, PolicyRule } from './config.js'
+import { grantFor } from '../../ipsec/policy.js'
+import type { Device, Policy } from '../../store/records.js'
 
-function applies (rule: PolicyRule, user: User): boolean {
-  return rule.users.includes(user.name) || rule.groups.some((g) => user.groups.includes(g))
-}
+/** What a policy grants one user in IPsec mode: the selectors' protocol and ports. */
+export interface IpsecGrantable { protocol: 'tcp' | 'udp', ports: number[] }
 
-export function authorize (user: User, device: DeviceConfig, target: Target): void {
-  const rules = device.allow.filter((r) => applies(r, user))
-  if (rules.length === 0) throw new BeckonError('BECKON_ERR_FORBIDDEN', `${user.name} may not reach ${device.name}`)
+/**
+ * Decides a CONNECT from the device's policy (src/ipsec/policy.ts `grantFor`): IPsec
+ * needs an IPsec grant, whose ports the selectors then carry; raw TCP needs the port
+ * among the raw TCP grants. No policy, nobody.
+ */
+export function authorize (user: User, device: Device, policy: Policy | undefined, target: Target): IpsecGrantable | undefined {
+  if (policy === undefined) throw new BeckonError('BECKON_ERR_FORBIDDEN', `${device.name} has no policy`)
+  const g = grantFor(policy, device, user)
+  if (g.ipsec.length === 0 && g.rawTcp.length === 0) throw new BeckonError('BECKON_ERR_FORBIDDEN', `${user.name} may not reach ${device.name}`)
   if (target.mode === 'ipsec') {
-    if (!rules.some((r) => r.ipsec)) throw new BeckonError('BECKON_ERR_FORBIDDEN', `${user.name} may not open IPsec to ${device.name}`)
-    return
+    if (g.ipsec.length === 0) throw new BeckonError('BECKON_ERR_FORBIDDEN', `${user.name} may not open IPsec to ${device.name}`)
+    return { protocol: g.protocol, ports: g.ipsec }
   }
-  if (!rules.some((r) => r.tcp.includes(target.port))) {
-    throw new BeckonError('BECKON_ERR_FORBIDDEN', `${user.name} may not reach ${device.name} port ${target.port}`)
+  if (!g.rawTcp.includes(target.port)) {
+    throw new BeckonError('BECKON_ERR_FORBIDDEN', `${user.name} may not reach ${device.name} port ${target.port}${policy.raw_tcp ? '' : ' (raw TCP is off for this device)'}`)
   }
+  return undefined
 }
 
 /** A token bucket per key: `perMinute` sessions, refilled continuously. */

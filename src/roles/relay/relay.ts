@@ -19,12 +19,16 @@ import { BeckonError, toBeckonError } from '../../core/errors.js'
 import type { Logger } from '../../core/log.js'
 import { readExact, splice } from '../../core/stream.js'
 import type { SignalChannel } from '../../channels/channel.js'
-import type { Directory, User } from '../../directory/directory.js'
+import type { User } from '../../directory/directory.js'
+import type { Metrics } from '../../core/metrics.js'
+import type { SessionRecord } from '../../store/records.js'
+import type { Store } from '../../store/store.js'
 import { errorResponse, parseProxyAuthorization, parseTarget, responseHead, type Target } from '../../proto/connect/connect.js'
 import { signDescriptor, readReply, type Descriptor } from '../../proto/descriptor/descriptor.js'
 import { DialbackStatus, HELLO_SIZE, decodeHello, encodeAck } from '../../proto/dialback/dialback.js'
 import { Tunnel, checkDialbackProof, sealSignal } from '../../proto/signal/token.js'
-import type { DeviceConfig, RelayConfig } from './config.js'
+import type { Catalog, DeviceEntry, Snapshot } from './catalog.js'
+import type { RelayConfig } from './config.js'
 import { ipsecGrant } from './ipsec.js'
 import { RateLimiter, authorize } from './policy.js'
 
@@ -41,10 +45,27 @@ interface Pending {
 
 export interface RelayDeps {
   config: RelayConfig
-  directory: Directory
+  /** Devices, policies, users (and the directory) as of the store's current revision. */
+  catalog: Catalog
+  /** Where sessions and their audit entries are recorded. */
+  store: Store
   channels: ReadonlyMap<string, SignalChannel>
   log: Logger
+  metrics?: Metrics
   now?: () => number
+}
+
+/** A session this relay holds, from authorization to close. */
+interface Live {
+  record: SessionRecord
+  client: Socket
+  dial: Socket | undefined
+  /** bytesWritten of each socket when the splice began. */
+  base: { up: number, down: number } | undefined
+  /** Set when an operator or a policy change ends the session. */
+  ended: { reason: string, actor: string } | undefined
+  /** The user's groups when authorized: policy changes are re-checked against them. */
+  groups: string[]
 }
 
 export interface RelayStats {
@@ -67,6 +88,8 @@ export class Relay {
   /** Put into signals; the bound port when the config says 0 (tests). */
   private dialbackPort: number
   private readonly counters: Omit<RelayStats, 'pending'> = { active: 0, opened: 0, failed: {}, dialbacksRefused: 0 }
+  private readonly live = new Map<string, Live>()
+  private revisionSeen = -1
 
   get stats (): RelayStats { return { ...this.counters, pending: this.pending.size } }
 
@@ -130,47 +153,56 @@ export class Relay {
     const started = this.now()
     const progress = req.headers['beckon-progress'] === '1'
     let log = this.log.child({ peer: client.remoteAddress })
-    let sessionKeyHex: string | undefined
+    let live: Live | undefined
+    let who: { user?: string, device?: string } = {}
     try {
       const target = parseTarget(req.url ?? '')
-      const user = await this.authenticate(req, client)
+      who.device = target.device
+      const snap = await this.catalog()
+      const user = await this.authenticate(req, client, snap)
+      who.user = user.name
       log = log.child({ user: user.name, device: target.device })
-      const device = this.cfg.devices.get(target.device)
-      if (device === undefined) throw new BeckonError('BECKON_ERR_UNKNOWN_DEVICE', target.device)
-      authorize(user, device, target)
+      const entry = snap.devices.get(target.device)
+      if (entry === undefined) throw new BeckonError('BECKON_ERR_UNKNOWN_DEVICE', target.device)
+      const device = entry.device
+      const selectors = authorize(user, device, entry.policy, target)
       this.limiter.take(user.name)
       if (this.pending.size >= this.cfg.maxPending) throw new BeckonError('BECKON_ERR_OVERLOADED', `${this.pending.size} sessions waiting`)
 
       const sessionId = randomBytes(12)
       const key = randomBytes(32)
       // IPsec parameters first: a device that cannot do IPsec fails before any SMS.
-      const grant = target.mode === 'ipsec' ? ipsecGrant(this.cfg, device, user, sessionId, key) : undefined
-      sessionKeyHex = sessionId.toString('hex')
-      log = log.child({ session: sessionKeyHex })
-      const dialback = this.expectDialback(sessionId, key, device)
+      const grant = target.mode === 'ipsec' ? ipsecGrant(this.cfg.ipsec, entry, user, snap.userAddress(user.name), selectors!, sessionId, key) : undefined
+      const id = sessionId.toString('hex')
+      live = await this.open(id, user, device.name, target, client)
+      log = log.child({ session: id })
+      const dialback = this.expectDialback(sessionId, key, device.name, device.wake_timeout_ms)
       const clientGone = new Promise<never>((_resolve, reject) => {
-        client.once('close', () => reject(new BeckonError('BECKON_ERR_PROTOCOL', 'client went away while waiting')))
+        client.once('close', () => reject(this.endedError(live!) ?? new BeckonError('BECKON_ERR_PROTOCOL', 'client went away while waiting')))
       })
       clientGone.catch(() => {})
 
       const signalStart = this.now()
-      const { channel, fallback } = await this.signal(device, target, sessionId, key, log)
+      const { channel, fallback } = await this.signal(entry, target, sessionId, key, log)
       const fb = fallback.length > 0 ? `; fallback=${fallback.join(',')}` : ''
       if (progress) client.write(responseHead(102, { 'Beckon-Stage': `signalled; channel=${channel}${fb}` }))
       log = log.child({ channel, ...(fallback.length > 0 ? { fallback } : {}) })
       log.info({ stage: 'signalled', signalStart, sendMs: this.now() - signalStart }, 'relay: signal sent')
+      this.stage(live, 'signalled', { channel, fallback })
 
       const { sock: dial, status } = await Promise.race([dialback.promise, clientGone])
+      live.dial = dial
       if (status === DialbackStatus.UNREACHABLE) {
         dial.destroy()
         throw new BeckonError('BECKON_ERR_TERMINAL_UNREACHABLE', `${device.name} did not answer the gateway`)
       }
       if (progress) client.write(responseHead(102, { 'Beckon-Stage': 'called-back' }))
       log.info({ stage: 'called-back' }, 'relay: dial-back accepted')
+      this.stage(live, 'called-back')
 
       const descriptor: Descriptor = {
         v: 1,
-        session: sessionKeyHex,
+        session: id,
         device: device.name,
         user: user.name,
         expires: Math.floor(this.now() / 1000) + 60,
@@ -186,25 +218,44 @@ export class Relay {
         dial.destroy()
         throw new BeckonError('BECKON_ERR_TERMINAL_REFUSED', `${reply.code}: ${reply.message}`)
       }
+      // A kill or a policy change that landed while we waited wins over the 200.
+      const ended = this.endedError(live)
+      if (ended !== undefined) throw ended
 
       const elapsed = this.now() - started
+      // The PSK goes back only inside TLS (or on a plain listener an operator opened
+      // explicitly for tests with allow_plain_basic): never in clear by default.
       const ipsecHeaders: Record<string, string> = grant === undefined ? {} : {
         'Beckon-Descriptor': frame.toString('base64url'),
         ...(grant.psk === undefined ? {} : { 'Beckon-Psk': grant.psk.toString('base64url') }),
       }
-      client.write(responseHead(200, { 'Beckon-Session': sessionKeyHex, 'Beckon-Channel': channel, ...(fallback.length > 0 ? { 'Beckon-Fallback': fallback.join(',') } : {}), 'Beckon-Elapsed-Ms': elapsed, ...ipsecHeaders }))
+      client.write(responseHead(200, { 'Beckon-Session': id, 'Beckon-Channel': channel, ...(fallback.length > 0 ? { 'Beckon-Fallback': fallback.join(',') } : {}), 'Beckon-Elapsed-Ms': elapsed, ...ipsecHeaders }))
       if (head.length > 0) dial.write(head)
       this.counters.opened++
       this.counters.active++
+      this.deps.metrics?.connectSeconds.observe(elapsed / 1000)
       log.info({ stage: 'connected', elapsedMs: elapsed }, 'relay: session open')
-      if (dcOpen.hasSubscribers) dcOpen.publish({ session: sessionKeyHex, device: device.name, user: user.name, elapsedMs: elapsed })
+      if (dcOpen.hasSubscribers) dcOpen.publish({ session: id, device: device.name, user: user.name, elapsedMs: elapsed })
+      live.base = { up: dial.bytesWritten, down: client.bytesWritten }
+      this.stage(live, 'connected')
       const moved = await splice(client, dial)
       this.counters.active--
-      log.info({ stage: 'closed', ...moved }, 'relay: session closed')
-      if (dcClose.hasSubscribers) dcClose.publish({ session: sessionKeyHex, ...moved })
+      this.deps.metrics?.bytes.inc({ direction: 'up' }, moved.aToB)
+      this.deps.metrics?.bytes.inc({ direction: 'down' }, moved.bToA)
+      const end = this.endedError(live)
+      log.info({ stage: 'closed', ...moved, ...(end === undefined ? {} : { code: end.code, reason: end.detail }) }, 'relay: session closed')
+      if (dcClose.hasSubscribers) dcClose.publish({ session: id, ...moved })
+      await this.close1(live, end?.code ?? 'ok', end?.detail, moved.aToB, moved.bToA)
     } catch (err) {
       const e = toBeckonError(err)
-      if (sessionKeyHex !== undefined) this.pending.delete(sessionKeyHex)
+      if (live !== undefined) {
+        this.pending.delete(live.record.id)
+        await this.close1(live, e.code, e.detail, 0, 0)
+      } else if (e.code !== 'BECKON_ERR_BAD_REQUEST' && e.code !== 'BECKON_ERR_AUTH_REQUIRED') {
+        // Refusals before a session exists are audited too (who tried what, and why not).
+        this.deps.metrics?.outcomes.inc({ outcome: e.code })
+        void this.deps.store.audit({ actor: who.user === undefined ? `peer:${client.remoteAddress ?? '?'}` : `user:${who.user}`, action: 'session.refused', target: `device/${who.device ?? '?'}`, outcome: e.code, detail: { message: e.message } }).catch((er: unknown) => this.log.warn({ err: (er as Error).message }, 'relay: audit failed'))
+      }
       this.counters.failed[e.code] = (this.counters.failed[e.code] ?? 0) + 1
       log.warn({ code: e.code, err: e.message, elapsedMs: this.now() - started }, 'relay: session refused')
       if (!client.destroyed && client.writable) client.end(errorResponse(e))
@@ -212,24 +263,119 @@ export class Relay {
     }
   }
 
-  private async authenticate (req: http.IncomingMessage, client: Socket): Promise<User> {
+  // ---- sessions: records, live registry, operator kills, policy re-checks ------------
+
+  /** The catalog as of now; a new revision re-checks every live session against it. */
+  private async catalog (): Promise<Snapshot> {
+    const snap = await this.deps.catalog.current()
+    if (snap.revision !== this.revisionSeen) {
+      const first = this.revisionSeen === -1
+      this.revisionSeen = snap.revision
+      if (!first) this.recheck(snap)
+    }
+    return snap
+  }
+
+  /** Ends live sessions the current policies no longer admit. */
+  private recheck (snap: Snapshot): void {
+    for (const l of this.live.values()) {
+      const r = l.record
+      const entry = snap.devices.get(r.device)
+      const user = { name: r.user, groups: l.groups }
+      try {
+        if (entry === undefined) throw new BeckonError('BECKON_ERR_UNKNOWN_DEVICE', `${r.device} was removed`)
+        authorize(user, entry.device, entry.policy, r.mode === 'ipsec' ? { device: r.device, mode: 'ipsec' } : { device: r.device, mode: 'tcp', port: r.port ?? 0 })
+      } catch (err) {
+        this.kill(r.id, `policy change: ${(err as Error).message}`, 'policy')
+      }
+    }
+  }
+
+  private async open (id: string, user: User, device: string, target: Target, client: Socket): Promise<Live> {
+    const record: SessionRecord = {
+      id, relay: this.cfg.relayId, user: user.name, device, mode: target.mode, ...(target.mode === 'tcp' ? { port: target.port } : {}),
+      stage: 'authorized', fallback: [], bytes_up: 0, bytes_down: 0, started_at: this.now(),
+    }
+    const l: Live = { record, client, dial: undefined, base: undefined, ended: undefined, groups: user.groups }
+    this.live.set(id, l)
+    this.deps.metrics?.sessions.inc({ stage: 'authorized' })
+    await this.deps.store.sessionOpen(record)
+    return l
+  }
+
+  private stage (l: Live, stage: SessionRecord['stage'], extra: { channel?: string, fallback?: string[] } = {}): void {
+    this.deps.metrics?.sessions.dec({ stage: l.record.stage })
+    this.deps.metrics?.sessions.inc({ stage })
+    Object.assign(l.record, { stage }, extra)
+    void this.deps.store.sessionUpdate(l.record.id, { stage, ...extra }).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'relay: session update failed'))
+  }
+
+  private async close1 (l: Live, outcome: string, reason: string | undefined, up: number, down: number): Promise<void> {
+    if (!this.live.delete(l.record.id)) return
+    this.deps.metrics?.sessions.dec({ stage: l.record.stage })
+    this.deps.metrics?.outcomes.inc({ outcome })
+    await this.deps.store.sessionEnd(l.record.id, { outcome, ...(reason === undefined ? {} : { reason }), bytes_up: up, bytes_down: down, at: this.now() })
+      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'relay: session end not recorded'))
+  }
+
+  private endedError (l: Live): BeckonError | undefined {
+    return l.ended === undefined ? undefined : new BeckonError('BECKON_ERR_SESSION_ENDED', l.ended.reason)
+  }
+
+  /**
+   * Ends a live session: the splice closes, so both bridges close and both ends unload
+   * the connection and its secret from charon. False when this relay does not hold it.
+   */
+  kill (id: string, reason: string, actor: string): boolean {
+    const l = this.live.get(id)
+    if (l === undefined) return false
+    if (l.ended !== undefined) return true
+    l.ended = { reason, actor }
+    this.log.info({ session: id, reason, actor }, 'relay: ending session')
+    l.client.destroy()
+    l.dial?.destroy()
+    const p = this.pending.get(id)
+    if (p !== undefined) this.pending.delete(id)
+    return true
+  }
+
+  /** The live record with current byte counters, when this relay holds the session. */
+  session (id: string): SessionRecord | undefined {
+    const l = this.live.get(id)
+    if (l === undefined) return undefined
+    const up = l.base === undefined || l.dial === undefined ? 0 : l.dial.bytesWritten - l.base.up
+    const down = l.base === undefined ? 0 : l.client.bytesWritten - l.base.down
+    return { ...l.record, bytes_up: up, bytes_down: down }
+  }
+
+  /** Ends sessions another relay's API flagged in the shared store. */
+  async pollKills (): Promise<void> {
+    if (this.live.size === 0) return
+    const flagged = await this.deps.store.listSessions({ live: true, relay: this.cfg.relayId, limit: 500 })
+    for (const s of flagged) if (s.kill_requested !== undefined) this.kill(s.id, 'ended by an operator', s.kill_requested)
+  }
+
+  private async authenticate (req: http.IncomingMessage, client: Socket, snap: Snapshot): Promise<User> {
     const creds = parseProxyAuthorization(req.headers['proxy-authorization'])
     if (creds === undefined) throw new BeckonError('BECKON_ERR_AUTH_REQUIRED')
     const encrypted = 'encrypted' in client && (client as { encrypted?: boolean }).encrypted === true
-    if (creds.scheme === 'basic' && !encrypted && !this.cfg.allowPlainBasic) throw new BeckonError('BECKON_ERR_INSECURE_CREDENTIALS')
-    return await this.deps.directory.authenticate(creds)
+    // No secret crosses a plain listener: Basic passwords and bearer tokens alike (and
+    // the PSK would travel back in clear) unless an operator opened it for tests.
+    if (!encrypted && !this.cfg.allowPlainBasic) throw new BeckonError('BECKON_ERR_INSECURE_CREDENTIALS', `${creds.scheme} credentials on a listener without TLS`)
+    return await snap.directory.authenticate(creds)
   }
 
   // ---- step D: the signal, over the device's channels in order ---------------------
 
   /** Tries the device's channels in order; returns the one that took it and those that failed. */
-  private async signal (device: DeviceConfig, target: Target, sessionId: Buffer, key: Buffer, log: Logger): Promise<{ channel: string, fallback: string[] }> {
+  private async signal (entry: DeviceEntry, target: Target, sessionId: Buffer, key: Buffer, log: Logger): Promise<{ channel: string, fallback: string[] }> {
+    const device = entry.device
     const errors: string[] = []
     const failed: string[] = []
     for (const name of device.channels) {
       const ch = this.deps.channels.get(name)
       if (ch === undefined) { errors.push(`${name}: not configured`); failed.push(name); continue }
-      const reference = name === 'sms' ? device.msisdn : device.emailReference
+      const reference = name === 'sms' ? device.msisdn : device.email_reference ?? device.name
       try {
         const token = sealSignal({
           tunnel: target.mode === 'ipsec' ? Tunnel.IPSEC : Tunnel.TCP,
@@ -240,11 +386,13 @@ export class Relay {
           sessionKey: key,
           refKind: name === 'sms' ? 'msisdn' : 'email',
           reference: reference ?? '',
-        }, this.cfg.x25519Private, device.gatewayKey)
+        }, this.cfg.x25519Private, entry.gatewayKey)
         await ch.send({ msisdn: device.msisdn, email: device.email }, token, sessionId)
+        this.deps.metrics?.signals.inc({ channel: name, result: 'sent' })
         return { channel: name, fallback: failed }
       } catch (err) {
         const e = toBeckonError(err, 'BECKON_ERR_CHANNEL_UNAVAILABLE')
+        this.deps.metrics?.signals.inc({ channel: name, result: e.code })
         log.warn({ channel: name, code: e.code, err: e.message }, 'relay: channel failed, trying the next')
         errors.push(`${name}: ${e.message}`)
         failed.push(name)
@@ -255,16 +403,16 @@ export class Relay {
 
   // ---- steps G/H: the gateway's dial-back --------------------------------------------
 
-  private expectDialback (sessionId: Buffer, key: Buffer, device: DeviceConfig): { promise: Promise<{ sock: Socket, status: DialbackStatus }> } {
+  private expectDialback (sessionId: Buffer, key: Buffer, device: string, wakeTimeoutMs: number): { promise: Promise<{ sock: Socket, status: DialbackStatus }> } {
     const id = sessionId.toString('hex')
     const promise = new Promise<{ sock: Socket, status: DialbackStatus }>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id)
-        reject(new BeckonError('BECKON_ERR_WAKE_TIMEOUT', `no call-back from ${device.name} within ${device.wakeTimeoutMs} ms`))
-      }, device.wakeTimeoutMs)
+        reject(new BeckonError('BECKON_ERR_WAKE_TIMEOUT', `no call-back from ${device} within ${wakeTimeoutMs} ms`))
+      }, wakeTimeoutMs)
       this.pending.set(id, {
         key,
-        deviceName: device.name,
+        deviceName: device,
         resolve: (r) => { clearTimeout(timer); resolve(r) },
       })
     })

@@ -8,6 +8,10 @@ import { signDescriptor, verifyDescriptor, type IpsecParams } from '../../../src
 import { seal, unseal } from '../../../src/proto/descriptor/seal.js'
 import { parseRelayConfig } from '../../../src/roles/relay/config.js'
 import { ipsecGrant } from '../../../src/roles/relay/ipsec.js'
+import { Catalog } from '../../../src/roles/relay/catalog.js'
+import { authorize } from '../../../src/roles/relay/policy.js'
+import { MemoryStore } from '../../../src/store/memory.js'
+import { silentLogger } from '../../../src/core/log.js'
 
 t.test('permanent addresses: stable, distinct, inside the ULA prefix', async (t) => {
   const a = permanentAddress('fd00:beca::/48', 'user', 'dr-grey')
@@ -91,15 +95,21 @@ t.test('relay grant: selectors from policy, PSK sealed for the agent and never i
     users: { 'dr-grey': { groups: ['physicians'] } },
     devices: { 'patient-phone': { msisdn: '+15550100', gateway_public_key: relayX.publicKey, agent_public_key: agent.publicKey, allow: [{ groups: ['physicians'], tcp: [8080], ipsec: true }, { users: ['dr-grey'], tcp: [22] }] } },
   })
+  const store = new MemoryStore()
+  await store.import(cfg.seed, 'test')
+  const snap = await new Catalog({ store, prefix: cfg.ipsec.prefix, log: silentLogger }).current()
+  const entry = snap.devices.get('patient-phone')!
+  const user = { name: 'dr-grey', groups: ['physicians'] }
+  const selectors = authorize(user, entry.device, entry.policy, { device: 'patient-phone', mode: 'ipsec' })!
   const id = randomBytes(12)
   const key = randomBytes(32)
-  const g = ipsecGrant(cfg, cfg.devices.get('patient-phone')!, { name: 'dr-grey', groups: ['physicians'] }, id, key)
+  const g = ipsecGrant(cfg.ipsec, entry, user, snap.userAddress('dr-grey'), selectors, id, key)
   t.same(g.params.ports, [8080], 'only rules that grant IPsec count (port 22 is raw-only)')
   t.equal(g.params.client.address, permanentAddress('fd00:beca::/48', 'user', 'dr-grey'))
   t.equal(g.params.client.id, `dr-grey@${id.toString('hex')}.lab`, 'psk identities are per session')
   const json = JSON.stringify(g.params)
   t.notOk(json.includes(g.psk!.toString('base64url')) || json.includes(g.psk!.toString('hex')), 'the PSK is not in the descriptor in clear')
   t.ok(unseal(Buffer.from(g.params.pskSealed!, 'base64url'), privateKeyFromRaw('x25519', agent.privateKey), Buffer.from(id.toString('hex'))).equals(g.psk!), 'the agent opens it')
-  const g2 = ipsecGrant(cfg, cfg.devices.get('patient-phone')!, { name: 'dr-grey', groups: ['physicians'] }, id, key)
+  const g2 = ipsecGrant(cfg.ipsec, entry, user, snap.userAddress('dr-grey'), selectors, id, key)
   t.notOk(g2.psk!.equals(g.psk!), 'the session key alone does not determine the PSK (secret salt)')
 })
