@@ -163,7 +163,12 @@ async function openPostgres (url: string, log: Logger, opts: OpenStoreOptions): 
   }
   // An idle client losing its server emits 'error' on the pool; unhandled, it would
   // kill the process. The next query gets a fresh connection or a coded error.
-  pool.on('error', (err) => { log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'postgres connection lost') })
+  const lost = (err: Error): void => { log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'postgres connection lost') }
+  pool.on('error', lost)
+  // A client checked out of the pool has no error listener until its query starts: a
+  // connection that dies in that window (failover, pg_terminate_backend) would emit an
+  // unhandled 'error'. Every client gets a listener for its whole life.
+  pool.on('connect', (client) => { client.on('error', lost) })
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) })
   try {
     await sql`select 1`.execute(db)
