@@ -36,7 +36,8 @@ declare module 'fastify' {
 
 /** Resolves the bearer token of a request against the store, or throws a coded error. */
 export async function authenticate (deps: ApiDeps, header: string | undefined): Promise<TokenRecord> {
-  const m = /^Bearer (\S+)$/.exec(header ?? '')
+  // The scheme is case-insensitive (RFC 7235 §2.1): `bearer …` is the same credential.
+  const m = /^Bearer +(\S+)$/i.exec(header ?? '')
   if (m === null) throw new BeckonError('BECKON_ERR_API_UNAUTHORIZED', 'send Authorization: Bearer <token>')
   const t = TOKEN_RE.exec(m[1]!)
   if (t === null) throw new BeckonError('BECKON_ERR_API_UNAUTHORIZED', 'malformed token')
@@ -50,12 +51,15 @@ export async function authenticate (deps: ApiDeps, header: string | undefined): 
 
 export function authHook (deps: ApiDeps) {
   return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
-    const need = req.routeOptions.config?.scope
-    // Unknown routes fall through to the 404 handler; open routes need nothing.
-    if (need === undefined || need === 'none') return
+    // Checked before anything else, open routes and unknown paths included: a token sent
+    // over plain HTTP is compromised whatever it was sent to, and the client must learn it
+    // at once rather than only when it next calls a scoped route.
     if (!deps.secure && req.headers.authorization !== undefined) {
       throw new BeckonError('BECKON_ERR_API_INSECURE', 'this listener has no TLS; configure api.tls')
     }
+    const need = req.routeOptions.config?.scope
+    // Unknown routes fall through to the 404 handler; open routes need nothing.
+    if (need === undefined || need === 'none') return
     const rec = await authenticate(deps, req.headers.authorization)
     if (!hasScope(rec.scopes, need)) throw new BeckonError('BECKON_ERR_API_FORBIDDEN', `${req.method} ${req.routeOptions.url ?? ''} needs scope ${need}; token ${rec.id} has ${rec.scopes.join(',')}`)
     req.actor = `token:${rec.id}:${rec.name}`

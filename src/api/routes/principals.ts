@@ -40,7 +40,9 @@ export function registerPrincipals (app: FastifyInstance, deps: ApiDeps): void {
     output: UserView,
     toRecord: async (b, before) => {
       const { password, ...rest } = b as { password?: string } & User
-      if (password !== undefined && rest.password_hash !== undefined) throw new BeckonError('BECKON_ERR_VALIDATION', 'body.password: give password or password_hash, not both')
+      // A PATCH merges the body into the stored record, so `password_hash` may be the stored
+      // hash carried along; only a hash the client sent itself conflicts with `password`.
+      if (password !== undefined && rest.password_hash !== undefined && rest.password_hash !== before?.password_hash) throw new BeckonError('BECKON_ERR_VALIDATION', 'body.password: give password or password_hash, not both')
       // Replacing a user without naming a password keeps the old one.
       const hash = password !== undefined ? await hashPassword(password) : rest.password_hash ?? before?.password_hash
       return { ...rest, ...(hash === undefined ? {} : { password_hash: hash }) }
