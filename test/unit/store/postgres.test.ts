@@ -3,12 +3,15 @@
 // database, the atomic revision bump, unreachable servers and password redaction.
 import t from 'tap'
 import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import pg from 'pg'
 import { createLogger } from '../../../src/core/log.js'
 import { openStore } from '../../../src/store/open.js'
 import type { Store } from '../../../src/store/store.js'
-import { freePort, startPostgres } from '../../helpers/postgres.js'
+import { freePort, startPostgres, startPostgresServer } from '../../helpers/postgres.js'
 import { checkRevisionInvariant, gateway, group, storeSuite } from './suite.js'
 
 const { url: baseUrl, server } = await startPostgres(t)
@@ -115,4 +118,47 @@ t.test('a server that goes away: coded errors, no crash, and the store recovers'
     t.ok(ok, 'reads work again on fresh connections')
   }
   t.equal(await store.revision(), 1)
+})
+
+t.test('the helper: a wrap prefix, loopback only, cleanup even when its process is SIGKILLed', async (t) => {
+  await t.rejects(startPostgresServer({ dir: join(tmpdir(), 'beckon-pg-never'), host: '0.0.0.0' }), /loopback only/)
+  t.notOk(existsSync(join(tmpdir(), 'beckon-pg-never')), 'refused before creating anything')
+
+  // A wrap prefix runs the server under another command (the lab uses ip netns exec).
+  const dir = mkdtempSync(join(tmpdir(), 'beckon-pg-wrap-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const wrapped = await startPostgresServer({ dir, wrap: ['env', 'PGTZ=UTC'], removeDir: true })
+  t.teardown(() => wrapped.stop())
+  const c = new pg.Client({ host: wrapped.socketDir, port: wrapped.port, user: 'postgres', database: 'postgres' })
+  await c.connect()
+  t.equal((await c.query('select 1 as one')).rows[0].one, 1, 'reachable over the unix socket')
+  await c.end()
+  await wrapped.stop()
+  t.notOk(existsSync(dir), 'stopped and removed')
+
+  // The owner dies without any cleanup code running: the watchdog still stops postgres.
+  const owner = `
+    const { startPostgresServer } = await import(${JSON.stringify(new URL('../../helpers/postgres.ts', import.meta.url).href)})
+    const { mkdtempSync } = await import('node:fs')
+    const dir = mkdtempSync(process.argv[1])
+    const s = await startPostgresServer({ dir, removeDir: true })
+    process.stdout.write(JSON.stringify({ dir, port: s.port }) + '\\n')
+    process.kill(process.pid, 'SIGKILL')
+  `
+  const child = spawn(process.execPath, [...process.execArgv.filter((a) => a.includes('typescript')), '--input-type=module', '-e', owner, join(tmpdir(), 'beckon-pg-orphan-')], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.setEncoding('utf8').on('data', (s: string) => { out += s })
+  const how = await new Promise<string | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)))
+  t.equal(how, 'SIGKILL')
+  const { dir: orphanDir, port } = JSON.parse(out) as { dir: string, port: number }
+  t.teardown(() => rmSync(orphanDir, { recursive: true, force: true }))
+  let gone = false
+  for (let i = 0; i < 200 && !gone; i++) {
+    gone = !existsSync(orphanDir)
+    if (!gone) await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  t.ok(gone, 'the orphaned server stopped and removed its directory')
+  const probe = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 1000 })
+  probe.on('error', () => {})
+  await t.rejects(probe.connect(), 'nothing listens on its port any more')
 })
