@@ -179,7 +179,10 @@ export function bytes (n: number): string {
   return `${v.toFixed(1)}${units[u]!}`
 }
 
-const serviceLines = (ss: Device['services']): string[] => ss.map((s) => `${s.name}  ${s.protocol}/${s.port}  ${s.address ?? ''}`.trimEnd())
+const serviceLines = (ss: Device['services']): string[] => {
+  const w = Math.max(0, ...ss.map((s) => s.name.length))
+  return ss.map((s) => `${s.name.padEnd(w)}  ${`${s.protocol}/${s.port}`.padEnd(9)}  ${s.address ?? ''}`.trimEnd())
+}
 const showDevice = (d: Device): string => record(d, { services: serviceLines })
 const showPolicy = (p: Policy): string => record(p, { rules: (rs: PolicyRule[]) => rs.map(formatRule) })
 
@@ -495,15 +498,16 @@ function registerPrincipals (program: Command): void {
   })
 
   handle<UserOpts>(userFlags(user.command('set').argument('<name>').description('change the given fields only (--groups replaces the list)'))
-    .option('--unset <field>', 'remove: password, address, groups; repeatable', collect), async (ctx, [name], o) => {
+    .option('--unset <field>', 'remove: address, groups; repeatable', collect), async (ctx, [name], o) => {
     const patch: Record<string, unknown> = {}
     if (o.groups !== undefined) patch.groups = csv(o.groups)
     if (o.address !== undefined) patch.address = o.address
     // The stored hash goes; the API hashes the new password.
     if (o.passwordStdin === true) Object.assign(patch, { password: await readStdin(`new password for ${name!}`), password_hash: null })
+    // No "--unset password": the API keeps a user's hash unless a new password replaces it.
     for (const f of o.unset ?? []) {
-      const field = ({ password: 'password_hash', address: 'address', groups: 'groups' } as Record<string, string>)[f]
-      if (field === undefined) throw usage(`--unset: ${f} is not one of password, address, groups`)
+      const field = ({ address: 'address', groups: 'groups' } as Record<string, string>)[f]
+      if (field === undefined) throw usage(`--unset: ${f} is not one of address, groups`)
       if (field in patch) throw usage(`--unset ${f}: the same field is also being set`)
       patch[field] = field === 'groups' ? [] : null
     }

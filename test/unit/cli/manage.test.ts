@@ -147,7 +147,10 @@ t.test('gateway, group and user for the devices below', async (t) => {
   t.same(grp, { name: 'physicians', description: 'may read glucose' })
   const u = await json<{ name: string, groups: string[], has_password: boolean, address: string }>(t, ['user', 'add', 'dr-grey', '--groups', 'physicians', '--password-stdin'], { input: 'correct horse battery\n' })
   t.match(u, { name: 'dr-grey', groups: ['physicians'], has_password: true, address: /^fd00:beca:/ })
-  t.match((await store.get('user', 'dr-grey'))?.password_hash, /^scrypt\$/, 'stored as a hash')
+  const hash = (await store.get('user', 'dr-grey'))?.password_hash
+  t.match(hash, /^scrypt\$/, 'stored as a hash')
+  t.match(await json(t, ['user', 'set', 'dr-grey', '--password-stdin'], { input: 'another long password\n' }), { has_password: true, groups: ['physicians'] })
+  t.not((await store.get('user', 'dr-grey'))?.password_hash, hash, 'a new password replaces the hash')
   const r = await run(['user', 'list'])
   t.equal(r.status, 0)
   t.same(assertAligned(t, r.stdout, ['NAME', 'GROUPS', 'ADDRESS', 'PASSWORD', 'TOKENS']).map((row) => [row[0], row[1], row[3]]), [['dr-grey', 'physicians', 'yes']])
@@ -172,7 +175,7 @@ t.test('device add, list, show, set, rm', async (t) => {
 
   t.equal(shown.status, 0)
   t.match(shown.stdout, /^wake_timeout_ms\s+120000 \(2m\)$/m)
-  t.match(shown.stdout, /^services\s+glucose {2}tcp\/8443 {2}fd00:beca:/m)
+  t.match(shown.stdout, /^services\s+glucose {4}tcp\/8443 {3}fd00:beca:/m)
   t.same(shownJson, d, '--json is the API\'s record')
 
   // sms needs an MSISDN: the API refuses, the CLI passes its code on.
