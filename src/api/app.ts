@@ -8,7 +8,7 @@
  * maps coded domain errors to HTTP statuses: `{ code, message }` bodies, the code from
  * src/core/errors.ts, validation failures naming the field.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
@@ -37,6 +37,17 @@ export async function buildApi (deps: ApiDeps): Promise<FastifyInstance> {
     // Unknown keys are refused, not silently dropped (a typo must not pass unnoticed).
     ajv: { customOptions: { removeAdditional: false, useDefaults: true, coerceTypes: 'array', allErrors: false } },
     return503OnClosing: true,
+    // The router refuses a malformed %-escape or a path parameter over 100 characters
+    // before any handler or hook runs; without this those answer fastify's own uncoded
+    // body (`FST_ERR_BAD_URL`, `FST_ERR_MAX_PARAM_LENGTH`) instead of `{ code, message }`.
+    frameworkErrors: (err, _req, reply) => {
+      const e = err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+        ? new BeckonError('BECKON_ERR_VALIDATION', 'params: a path parameter is longer than 100 characters')
+        : err.code === 'FST_ERR_BAD_URL'
+          ? new BeckonError('BECKON_ERR_VALIDATION', `url: ${err.message}`)
+          : toBeckonError(err)
+      void (reply as FastifyReply).code(e.status).send(e.toJSON())
+    },
   })
 
   app.decorate('deps', deps)
