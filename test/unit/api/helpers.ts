@@ -109,8 +109,12 @@ export async function seedDevice (store: MemoryStore, name = 'phone1'): Promise<
 export function secretsIn (body: string): string[] {
   const found: string[] = []
   if (/scrypt\$/.test(body)) found.push('password hash')
-  if (/"hash"\s*:/.test(body)) found.push('token hash')
-  if (/"password_hash"/.test(body)) found.push('password_hash field')
+  // A field that holds a value (a schema in /openapi.json is an object, a redacted one says so).
+  const valued = (field: string): boolean => new RegExp(`"${field}"\\s*:\\s*(?:"(?!\\[redacted\\])|\\[)`).test(body)
+  if (valued('hash')) found.push('token hash')
+  if (valued('password_hash')) found.push('password_hash field')
+  if (valued('token_sha256')) found.push('token_sha256 field')
+  if (valued('bind_password')) found.push('bind_password field')
   if (/bkn_[a-f0-9]{16}_[A-Za-z0-9_-]{43}/.test(body)) found.push('token secret')
   return found
 }
