@@ -43,12 +43,12 @@ export async function serveApi (o: ApiListen, stateDir: string, deps: Omit<ApiDe
   // buildApi never listens; here the same routes get an HTTPS server.
   const https = await import('node:https')
   const server = https.createServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key) }, (req, res) => { app.routing(req, res) })
+  app.addHook('onClose', async () => { await new Promise((resolve) => server.close(resolve)) })
   await app.ready()
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(o.listen.port, o.listen.host, () => { server.off('error', reject); resolve() })
   })
-  app.addHook('onClose', async () => { await new Promise((resolve) => server.close(resolve)) })
   deps.log.info({ api: `https://${o.listen.host}:${o.listen.port}`, cert: tls.cert }, 'api listening')
   return app
 }

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module'
 import { registerCa } from './ca.js'
 import { registerConnect } from './connect.js'
 import { registerDoctor } from './doctor.js'
+import { registerApply } from './apply.js'
 import { registerImport } from './import.js'
 import { registerLab } from './lab.js'
 import { registerManage } from './manage.js'
@@ -29,6 +30,7 @@ registerConnect(program)
 registerVici(program)
 registerLab(program)
 registerImport(program)
+registerApply(program)
 registerCa(program)
 registerDoctor(program)
 registerManage(program)

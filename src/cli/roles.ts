@@ -23,7 +23,7 @@ import { describeStore, openStore } from '../store/open.js'
 import type { Store } from '../store/store.js'
 import { bootstrapToken, serveApi } from './api-server.js'
 import { Smsc } from '../lab/smsc.js'
-import { readFileSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
 import { NetlinkHostAddresses } from '../ipsec/host.js'
 import { TunnelManager } from '../ipsec/tunnels.js'
 import { ViciSession } from '../proto/vici/session.js'
@@ -50,6 +50,7 @@ function onShutdown (log: Logger, stop: () => Promise<void>): void {
  */
 async function relayStore (cfg: RelayConfig, log: Logger): Promise<Store> {
   const yamlDevices = cfg.seed.devices?.length ?? 0
+  mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 })
   const store = await openStore(cfg.store ?? { sqlite: join(cfg.stateDir, 'beckon.db') }, { log })
   if (yamlDevices === 0) return store
   const stored = (await store.list('device')).length

@@ -1,8 +1,9 @@
 /**
  * The namespace lab: the test network of docs/architecture.md on one host.
  *
- *   [client]──┐                             ┌──[relay]
+ *   [client]──┐                             ┌──[relay]  (+ management API on its 127.0.0.1:8444)
  *   [smsc]────┤ internet 198.51.100.0/24    ├──[mail]
+ *   [ldap]────┤                             │
  *             └─────────[switch: br-inet]───┴──[carrier-fw] nftables: masquerade out,
  *                                                   │           drop every new inbound
  *                                                   │ carrier 203.0.113.0/24
@@ -30,8 +31,9 @@ import { CHARON_BIN, strongswanConf } from './charon.js'
 import { MAIL_DOMAIN, writeMailConfig } from './mail.js'
 import { run, waitFor } from '../core/exec.js'
 import { Netns, createNetns, deleteNetns, listNetns, veth } from './netns.js'
+import { LAB_LDAP_SUFFIX, slapdCommand, writeLdapConfig } from './ldap.js'
 
-export const NODE_NAMES = ['client', 'relay', 'smsc', 'mail', 'carrier-fw', 'gateway', 'terminal'] as const
+export const NODE_NAMES = ['client', 'relay', 'smsc', 'mail', 'ldap', 'carrier-fw', 'gateway', 'terminal'] as const
 export type NodeName = typeof NODE_NAMES[number]
 
 /** Addresses per node and interface (documentation ranges only). */
@@ -40,14 +42,15 @@ export const ADDRESSES: Record<NodeName, Record<string, string>> = {
   relay: { eth0: '198.51.100.20/24' },
   smsc: { eth0: '198.51.100.30/24' },
   mail: { eth0: '198.51.100.40/24' },
+  ldap: { eth0: '198.51.100.50/24' },
   'carrier-fw': { inet0: '198.51.100.1/24', carr0: '203.0.113.1/24' },
   gateway: { eth0: '203.0.113.10/24' },
   terminal: { eth0: '203.0.113.20/24' },
 }
-const PUBLIC = ['client', 'relay', 'smsc', 'mail'] as const
+const PUBLIC = ['client', 'relay', 'smsc', 'mail', 'ldap'] as const
 const CARRIER = ['gateway', 'terminal'] as const
 
-export const PORTS = { relayClient: 8443, relayDialback: 7001, smpp: 2775, agent: 7400, service: 8080, sink: 9000 }
+export const PORTS = { relayClient: 8443, relayDialback: 7001, api: 8444, smpp: 2775, agent: 7400, service: 8080, sink: 9000, ldap: 389, ldaps: 636 }
 export const DEVICE = { name: 'patient-phone', msisdn: '+15550100' }
 
 const PKG_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -71,6 +74,10 @@ export interface LabState {
   clientConfig: string
   channels: Array<'sms' | 'email'>
   mail: { smtp: string, imap: string, gatewayMailbox: string, relaySender: string, postfixConfig: string, dovecotConfig: string }
+  /** The management API, reachable inside the relay node (`beckon lab exec relay -- beckon …`). */
+  api: { url: string, ca: string, token: string, netns: string }
+  /** slapd in the ldap node: dr-grey (physicians) and dr-house (cardiologists). */
+  ldap: { url: string, suffix: string }
   processes: Record<string, LabProcess>
 }
 
@@ -155,7 +162,7 @@ table ip beckon_nat {
 
 // ---- configs and credentials --------------------------------------------------------
 
-async function makeTls (dir: string): Promise<{ ca: string, cert: string, key: string, mailCert: string, mailKey: string }> {
+async function makeTls (dir: string): Promise<{ ca: string, cert: string, key: string, mailCert: string, mailKey: string, ldapCert: string, ldapKey: string, apiCert: string, apiKey: string }> {
   const o = (f: string): string => join(dir, f)
   await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', o('ca.key'), '-out', o('ca.crt'), '-days', '30', '-subj', '/CN=Beckon lab CA'])
   const issue = async (name: string, host: string, addr: string): Promise<void> => {
@@ -165,8 +172,10 @@ async function makeTls (dir: string): Promise<{ ca: string, cert: string, key: s
   }
   await issue('relay', 'relay.lab.beckon.example', ip(ADDRESSES.relay.eth0!))
   await issue('mail', `mail.${MAIL_DOMAIN}`, ip(ADDRESSES.mail.eth0!))
+  await issue('ldap', 'ldap.lab.beckon.example', ip(ADDRESSES.ldap.eth0!))
+  await issue('api', 'api.lab.beckon.example', '127.0.0.1')
   chmodSync(o('mail.key'), 0o600)
-  return { ca: o('ca.crt'), cert: o('relay.crt'), key: o('relay.key'), mailCert: o('mail.crt'), mailKey: o('mail.key') }
+  return { ca: o('ca.crt'), cert: o('relay.crt'), key: o('relay.key'), mailCert: o('mail.crt'), mailKey: o('mail.key'), ldapCert: o('ldap.crt'), ldapKey: o('ldap.key'), apiCert: o('api.crt'), apiKey: o('api.key') }
 }
 
 function writeYaml (path: string, v: unknown): void {
@@ -208,7 +217,7 @@ async function viciAnswers (uri: string): Promise<boolean> {
   } catch { return false }
 }
 
-export type LabRole = 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink' | 'charon-client' | 'charon-terminal' | 'postfix' | 'dovecot'
+export type LabRole = 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink' | 'charon-client' | 'charon-terminal' | 'charon-relay' | 'postfix' | 'dovecot' | 'slapd'
 
 /** Starts (or restarts) one lab role and waits until it is ready. */
 export async function startRole (st: LabState, name: LabRole): Promise<void> {
@@ -216,7 +225,8 @@ export async function startRole (st: LabState, name: LabRole): Promise<void> {
   const cfg = (role: string): string => join(st.stateDir, 'etc', `${role}.yaml`)
   const specs = {
     smsc: { node: 'smsc' as const, cmd: [node, BECKON_MAIN, 'smsc', '--config', cfg('smsc')], ready: () => listening(st.nodes.smsc.netns, PORTS.smpp) },
-    relay: { node: 'relay' as const, cmd: [node, BECKON_MAIN, 'relay', '--config', cfg('relay')], ready: async () => await listening(st.nodes.relay.netns, PORTS.relayClient) && logHas(st.processes.relay?.log ?? '', /smpp bound/) },
+    relay: { node: 'relay' as const, cmd: [node, BECKON_MAIN, 'relay', '--config', cfg('relay')], ready: async () => await listening(st.nodes.relay.netns, PORTS.relayClient) && await listening(st.nodes.relay.netns, PORTS.api) && logHas(st.processes.relay?.log ?? '', /smpp bound/) },
+    slapd: { node: 'ldap' as const, cmd: slapdCommand(join(st.stateDir, 'ldap')), ready: async () => await listening(st.nodes.ldap.netns, PORTS.ldap) && await listening(st.nodes.ldap.netns, PORTS.ldaps) },
     gateway: { node: 'gateway' as const, cmd: [node, BECKON_MAIN, 'gateway', '--config', cfg('gateway')], ready: () => logHas(st.processes.gateway?.log ?? '', /smpp bound/) },
     agent: { node: 'terminal' as const, cmd: [node, BECKON_MAIN, 'agent', '--config', cfg('agent')], ready: () => listening(st.nodes.terminal.netns, PORTS.agent) },
     service: { node: 'terminal' as const, cmd: [node, GLUCOSE, String(PORTS.service), '::'], ready: () => listening(st.nodes.terminal.netns, PORTS.service) },
@@ -226,6 +236,8 @@ export async function startRole (st: LabState, name: LabRole): Promise<void> {
     // charon gets a private /run (its pid file path is compiled in); see charon.ts.
     'charon-client': { node: 'client' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'client', 'strongswan.conf') }, ready: () => viciAnswers(st.ipsec.clientVici) },
     'charon-terminal': { node: 'terminal' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'terminal', 'strongswan.conf') }, ready: () => viciAnswers(st.ipsec.terminalVici) },
+    // The relay's own charon, where `policy check` tries generated connections.
+    'charon-relay': { node: 'relay' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'relay', 'strongswan.conf') }, ready: () => viciAnswers(`unix://${join(st.stateDir, 'charon', 'relay', 'charon.vici')}`) },
   }
   const s: { node: NodeName, cmd: string[], env?: Record<string, string>, ready: () => Promise<boolean> | boolean } = specs[name]
   const prev = st.processes[name]
@@ -259,7 +271,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
   if (existsSync(statePath(stateDir))) throw new BeckonError('BECKON_ERR_LAB', `a lab is already up at ${stateDir}; run beckon lab down first`)
   const taken = (await listNetns()).filter((n) => n.startsWith(`${o.prefix}-`))
   if (taken.length > 0) throw new BeckonError('BECKON_ERR_LAB', `namespaces ${taken.join(', ')} exist; run beckon lab down or choose another --prefix`)
-  for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal', 'ca', 'mail']) mkdirSync(join(stateDir, d), { recursive: true })
+  for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal', 'charon/relay', 'ca', 'mail', 'relay', 'ldap']) mkdirSync(join(stateDir, d), { recursive: true })
   // Postfix and Dovecot run as their own users and must traverse into mail/ and tls/;
   // 0711 lets them in without listing anything (secrets inside are 0600).
   chmodSync(stateDir, 0o711)
@@ -290,6 +302,8 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       postfixConfig: join(stateDir, 'mail', 'postfix'),
       dovecotConfig: join(stateDir, 'mail', 'dovecot', 'dovecot.conf'),
     },
+    api: { url: `https://127.0.0.1:${PORTS.api}`, ca: join(stateDir, 'tls', 'ca.crt'), token: '', netns: nodes.relay.netns },
+    ldap: { url: `ldap://${ip(ADDRESSES.ldap.eth0!)}:${PORTS.ldap}`, suffix: LAB_LDAP_SUFFIX },
     processes: {},
   }
   // The state file goes first, so `down` can clean up after a failed `up`.
@@ -301,7 +315,15 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     const relayEd = generateRawKeyPair('ed25519')
     const gwX = generateRawKeyPair('x25519')
     const agentX = generateRawKeyPair('x25519')
-    for (const n of ['client', 'terminal']) writeFileSync(join(stateDir, 'charon', n, 'strongswan.conf'), strongswanConf({ dir: join(stateDir, 'charon', n) }))
+    for (const n of ['client', 'terminal', 'relay']) writeFileSync(join(stateDir, 'charon', n, 'strongswan.conf'), strongswanConf({ dir: join(stateDir, 'charon', n) }))
+    const ldapIp = ip(ADDRESSES.ldap.eth0!)
+    await writeLdapConfig(join(stateDir, 'ldap'), {
+      listen: [`ldap://${ldapIp}:${PORTS.ldap}/`, `ldaps://${ldapIp}:${PORTS.ldaps}/`],
+      suffix: LAB_LDAP_SUFFIX,
+      tls: { cert: tls.ldapCert, key: tls.ldapKey, ca: tls.ca },
+      users: [{ uid: user.name, password: user.password, groups: ['physicians'] }, { uid: user2.name, password: user2.password, groups: ['cardiologists'] }],
+      adminPassword: randomBytes(12).toString('base64url'),
+    })
     // The deployment CA and certificates for pubkey mode (identities as the relay names them).
     const caDir = join(stateDir, 'ca')
     await caInit(caDir, 'Beckon lab CA')
@@ -331,21 +353,32 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       keys: { x25519_private: relayX.privateKey, ed25519_private: relayEd.privateKey },
       smpp: { url: smscUrl, system_id: 'relay', password: smppPw.relay, source_addr: 'beckon' },
       smtp: { address: st.mail.smtp, user: st.mail.relaySender, password: mailPw.relay, from: st.mail.relaySender, ca: tls.ca, domain: MAIL_DOMAIN },
-      ipsec: { prefix, domain: st.ipsec.domain, auth: st.ipsec.auth, dpd: '10s' },
-      users: {
-        [user.name]: { password_hash: await hashPassword(user.password), groups: ['physicians'] },
-        [user2.name]: { password_hash: await hashPassword(user2.password), groups: ['physicians'] },
-        [visitor.name]: { password_hash: await hashPassword(visitor.password), groups: ['visitors'] },
+      ipsec: { prefix, domain: st.ipsec.domain },
+      // The control plane: devices, users and policies live in the store and arrive
+      // through the API (seeded below), not in this file.
+      state_dir: join(stateDir, 'relay'),
+      relay_id: 'relay-1',
+      store: { sqlite: join(stateDir, 'relay', 'beckon.db') },
+      api: { listen: `127.0.0.1:${PORTS.api}`, tls: { cert: tls.apiCert, key: tls.apiKey }, vici: `unix://${join(stateDir, 'charon', 'relay', 'charon.vici')}` },
+    })
+    const ports = o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service]
+    writeYaml(etc('seed.yaml'), {
+      gateways: [{ name: 'carrier-gw', public_key: gwX.publicKey, description: 'lab carrier network' }],
+      groups: [{ name: 'visitors' }],
+      users: [{ name: visitor.name, password: visitor.password, groups: ['visitors'] }],
+      ldap: {
+        url: st.ldap.url, starttls: true, ca_pem: readFileSync(tls.ca, 'utf8'),
+        base_dn: `ou=people,${LAB_LDAP_SUFFIX}`, user_filter: '(uid={user})', group_attribute: 'memberOf', timeout_ms: 2000,
       },
-      devices: {
+      devices: [{
+        name: DEVICE.name, gateway: 'carrier-gw', msisdn: DEVICE.msisdn, email: st.mail.gatewayMailbox, channels: st.channels,
+        agent_public_key: agentX.publicKey, wake_timeout_ms: 10_000, port: PORTS.agent,
+        services: [{ name: 'glucose', protocol: 'tcp', port: PORTS.service }, ...(o.sink === true ? [{ name: 'sink', protocol: 'tcp', port: PORTS.sink }] : [])],
+      }],
+      policies: {
         [DEVICE.name]: {
-          msisdn: DEVICE.msisdn,
-          email: st.mail.gatewayMailbox,
-          channels: st.channels,
-          gateway_public_key: gwX.publicKey,
-          agent_public_key: agentX.publicKey,
-          wake_timeout: '10s',
-          allow: [{ groups: ['physicians'], tcp: o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service], ipsec: true }],
+          auth: st.ipsec.auth, dpd_s: 10, raw_tcp: true,
+          rules: [{ groups: ['physicians', 'cardiologists'], protocol: 'tcp', ports, ipsec: true, raw_tcp: true }],
         },
       },
     })
@@ -374,7 +407,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     writeFileSync(shim, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(BECKON_MAIN)} "$@"\n`)
     chmodSync(shim, 0o755)
 
-    await Promise.all([startRole(st, 'charon-client'), startRole(st, 'charon-terminal')])
+    await Promise.all([startRole(st, 'charon-client'), startRole(st, 'charon-terminal'), startRole(st, 'charon-relay'), startRole(st, 'slapd')])
     await startRole(st, 'smsc')
     // Postfix first: it creates the queue whose private/ directory holds Dovecot's sockets.
     await startRole(st, 'postfix')
@@ -383,7 +416,10 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     if (o.sink === true) await startRole(st, 'sink')
     await startRole(st, 'agent')
     await Promise.all([startRole(st, 'relay'), startRole(st, 'gateway')])
+    // The relay wrote a bootstrap admin token into its state directory at first start.
+    st.api.token = readFileSync(join(stateDir, 'relay', 'admin.token'), 'utf8').trim()
     writeFileSync(statePath(stateDir), JSON.stringify(st, null, 2))
+    await labCli(st, ['apply', etc('seed.yaml')])
     return st
   } catch (err) {
     await labDown(stateDir, o.prefix).catch(() => {})
@@ -432,4 +468,19 @@ export function labExec (stateDir: string, node: string, argv: string[]): Promis
       resolve(code ?? (signal === null ? 1 : 128))
     })
   })
+}
+
+/**
+ * Runs `beckon <args> --json` inside the relay node against the lab's management API
+ * (as an engineer on the relay host would) and returns its parsed output.
+ */
+export async function labCli (st: LabState, args: string[], input?: string): Promise<unknown> {
+  const env = { ...process.env, BECKON_API: st.api.url, BECKON_TOKEN: st.api.token, BECKON_API_CA: st.api.ca }
+  const r = await run('ip', ['netns', 'exec', st.api.netns, process.execPath, BECKON_MAIN, ...args, '--json'], { env, allowFail: true, ...(input === undefined ? {} : { input }) })
+  if (r.code !== 0) {
+    const e = /"code":"(BECKON_ERR_[A-Z_]+)"/.exec(r.stderr)
+    throw new BeckonError((e?.[1] ?? 'BECKON_ERR_LAB') as 'BECKON_ERR_LAB', `beckon ${args.join(' ')}: ${r.stderr.trim().slice(0, 500)}`)
+  }
+  const out = r.stdout.trim()
+  return out === '' ? undefined : JSON.parse(out)
 }

@@ -16,7 +16,7 @@ import { waitFor } from '../../src/core/exec.js'
 import { writeFileSync } from 'node:fs'
 import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { caInit, caIssue } from '../../src/ipsec/ca.js'
-import { readLabState, startRole, stopRole, type LabState } from '../../src/lab/lab.js'
+import { labCli, readLabState, startRole, stopRole, type LabState } from '../../src/lab/lab.js'
 import { ViciSession } from '../../src/proto/vici/session.js'
 import { BECKON, beckon } from '../helpers/cli.js'
 import { requireRoot } from '../helpers/charon-pair.js'
@@ -207,18 +207,9 @@ t.test('charon restarted under a live tunnel: the client reloads and traffic res
 })
 
 t.test('pubkey mode: certificates from the lab CA; a certificate from another CA fails clearly', async (t) => {
-  const relayYaml = join(stateDir, 'etc', 'relay.yaml')
-  const original = readFileSync(relayYaml, 'utf8')
-  const cfg = parseYaml(original) as Record<string, any>
-  cfg.devices['patient-phone'].ipsec_auth = 'pubkey'
-  writeFileSync(relayYaml, toYaml(cfg))
-  await stopRole(st, 'relay')
-  await startRole(st, 'relay')
-  t.teardown(async () => {
-    writeFileSync(relayYaml, original)
-    await stopRole(st, 'relay')
-    await startRole(st, 'relay')
-  })
+  // Through the management API: the next CONNECT uses it, no relay restart.
+  await labCli(st, ['policy', 'set', 'patient-phone', '--auth', 'pubkey'])
+  t.teardown(async () => { await labCli(st, ['policy', 'set', 'patient-phone', '--auth', 'psk']) })
 
   const { proc, stages } = await connect()
   t.equal(stages.find((s) => s.stage === 'ipsec-loaded')?.auth, 'pubkey')

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { waitFor } from '../../src/core/exec.js'
 import { privateKeyFromRaw, publicKeyFromRaw } from '../../src/core/keys.js'
-import { readLabState, startRole, stopRole, type LabState } from '../../src/lab/lab.js'
+import { labCli, readLabState, startRole, stopRole, type LabState } from '../../src/lab/lab.js'
 import { Tunnel, keyId, sealSignal } from '../../src/proto/signal/token.js'
 import { BECKON, beckon } from '../helpers/cli.js'
 import { requireRoot } from '../helpers/charon-pair.js'
@@ -41,13 +41,9 @@ function logLines (name: string): Array<Record<string, any>> {
   return readFileSync(join(stateDir, 'logs', `${name}.log`), 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, any>)
 }
 
+/** Through the management API: applies to the next CONNECT, no restart. */
 async function setChannels (channels: string[]): Promise<void> {
-  const p = join(stateDir, 'etc', 'relay.yaml')
-  const cfg = parseYaml(readFileSync(p, 'utf8')) as Record<string, any>
-  cfg.devices['patient-phone'].channels = channels
-  writeFileSync(p, toYaml(cfg))
-  await stopRole(st, 'relay')
-  await startRole(st, 'relay')
+  await labCli(st, ['device', 'set', 'patient-phone', '--channels', channels.join(',')])
 }
 
 /** One raw-mode session through the lab client; resolves with its stages and result. */
