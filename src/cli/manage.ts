@@ -452,9 +452,8 @@ function registerPolicy (program: Command): void {
   })
 
   handle<PolicyOpts>(policyOptions(policy.command('check').argument('<device>').description('validate a policy (the stored one, or --file/flags) and try its connection in charon')), async (ctx, [device], o) => {
-    // The stored policy is sent as the body too: the route's optional body still has to
-    // be a JSON object, and the answer is the same.
-    const body = await policyBody(ctx, device!, o) ?? await request<Policy>(ctx, 'GET', `/v1/devices/${seg(device!)}/policy`)
+    // No body (no file, no flag): the API checks the stored policy.
+    const body = await policyBody(ctx, device!, o)
     const r = await request<{ ok: boolean, verdict: string, connection: unknown }>(ctx, 'POST', `/v1/devices/${seg(device!)}/policy/check`, body)
     show(ctx, r, (x) => `${x.ok ? 'ok' : 'failed'}: ${x.verdict}\n${JSON.stringify(x.connection, null, 2)}\n`)
   })
