@@ -87,7 +87,7 @@ t.test('directory: the bind password is write-only', async (t) => {
   t.equal(test.statusCode, 200)
   t.same(json(test), { ok: true, ms: 4 })
   t.equal(tested?.bind_password, BIND_PASSWORD, 'the test binds with the real password')
-  verdict = { ok: false, detail: 'invalid credentials' } as typeof verdict
+  verdict = { ok: false, detail: 'invalid credentials' } as unknown as typeof verdict
   const down = await h.req('POST', '/v1/directory/ldap/test')
   t.equal(down.statusCode, 503)
   t.same(json(down), { code: 'BECKON_ERR_DIRECTORY_UNAVAILABLE', message: 'user directory unavailable: invalid credentials' })
