@@ -21,7 +21,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify as toYaml } from 'yaml'
-import { BeckonError } from '../core/errors.js'
+import { BeckonError, ERRORS, type ErrorCode } from '../core/errors.js'
 import { generateRawKeyPair } from '../core/keys.js'
 import { hashPassword } from '../directory/directory.js'
 import { permanentAddress } from '../ipsec/addresses.js'
@@ -478,8 +478,11 @@ export async function labCli (st: LabState, args: string[], input?: string): Pro
   const env = { ...process.env, BECKON_API: st.api.url, BECKON_TOKEN: st.api.token, BECKON_API_CA: st.api.ca }
   const r = await run('ip', ['netns', 'exec', st.api.netns, process.execPath, BECKON_MAIN, ...args, '--json'], { env, allowFail: true, ...(input === undefined ? {} : { input }) })
   if (r.code !== 0) {
-    const e = /"code":"(BECKON_ERR_[A-Z_]+)"/.exec(r.stderr)
-    throw new BeckonError((e?.[1] ?? 'BECKON_ERR_LAB') as 'BECKON_ERR_LAB', `beckon ${args.join(' ')}: ${r.stderr.trim().slice(0, 500)}`)
+    // The CLI's coded error, as the API gave it: `{"error":{"code","message"}}` on stderr.
+    let e: { code?: string, message?: string } | undefined
+    try { e = (JSON.parse(r.stderr.trim().split('\n').pop() ?? '') as { error?: typeof e }).error } catch { e = undefined }
+    const code = (e?.code !== undefined && e.code in ERRORS ? e.code : 'BECKON_ERR_LAB') as ErrorCode
+    throw new BeckonError(code, `beckon ${args[0] ?? ''} ${args[1] ?? ''}: ${e?.message ?? r.stderr.trim().slice(0, 500)}`)
   }
   const out = r.stdout.trim()
   return out === '' ? undefined : JSON.parse(out)

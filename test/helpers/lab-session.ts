@@ -1,0 +1,101 @@
+/**
+ * A namespace lab for one test file, and `beckon connect` sessions in its client node:
+ * up in the first test, down in the teardown (also when a test fails), every spawned
+ * process killed.
+ */
+import type { Test } from 'tap'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { waitFor } from '../../src/core/exec.js'
+import { readLabState, type LabState } from '../../src/lab/lab.js'
+import { BECKON, beckon, type CliResult } from './cli.js'
+
+export interface Stage extends Record<string, unknown> { stage?: string, error?: { code: string, message: string } }
+
+export interface Session {
+  proc: ChildProcess
+  stages: Stage[]
+  /** Resolves when the process exits. */
+  exited: Promise<number | null>
+}
+
+export class LabHarness {
+  readonly stateDir: string
+  readonly args: string[]
+  private readonly children: ChildProcess[] = []
+  st!: LabState
+
+  constructor (t: Test, short: string) {
+    const prefix = `${short}${process.pid % 10000}`
+    this.stateDir = mkdtempSync(join(tmpdir(), `beckon-${short}-`))
+    this.args = ['--state-dir', this.stateDir, '--prefix', prefix]
+    t.teardown(async () => {
+      for (const c of this.children) c.kill('SIGKILL')
+      await beckon(['lab', 'down', ...this.args])
+    })
+  }
+
+  async up (extra: string[] = []): Promise<CliResult> {
+    const r = await beckon(['lab', 'up', ...this.args, '--json', ...extra], { timeoutMs: 120_000 })
+    if (r.status === 0) this.st = readLabState(this.stateDir)
+    return r
+  }
+
+  inNode (node: string, argv: string[], timeoutMs = 30_000): Promise<CliResult> {
+    return beckon(['lab', 'exec', ...this.args, node, '--', ...argv], { timeoutMs })
+  }
+
+  /** `beckon connect <device>` in IPsec mode from the client node, as `user`. */
+  start (user?: { name: string, password: string }, device = 'patient-phone'): Session {
+    const args = ['lab', 'exec', ...this.args, 'client', '--', process.execPath, BECKON, 'connect', device, '--json']
+    if (user !== undefined) args.push('--user', user.name)
+    const proc = spawn(process.execPath, [BECKON, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(user === undefined ? {} : { BECKON_PASSWORD: user.password }) } })
+    this.children.push(proc)
+    const stages: Stage[] = []
+    let buf = ''
+    proc.stderr!.on('data', (d: Buffer) => {
+      buf += d.toString()
+      let i
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i)
+        buf = buf.slice(i + 1)
+        try { stages.push(JSON.parse(line) as Stage) } catch { stages.push({ raw: line }) }
+      }
+    })
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+    return { proc, stages, exited }
+  }
+
+  /** Starts a session and waits for its tunnel. */
+  async connect (user?: { name: string, password: string }): Promise<Session> {
+    const s = this.start(user)
+    await waitFor('the IPsec tunnel', () => {
+      const err = s.stages.find((x) => x.error !== undefined)
+      if (err !== undefined) throw new Error(`beckon connect failed: ${JSON.stringify(err)}`)
+      return s.stages.some((x) => x.stage === 'tunnel-up')
+    }, 30_000)
+    return s
+  }
+
+  /** Starts a session that must fail; resolves with its coded error. */
+  async refused (user?: { name: string, password: string }): Promise<{ code: string, message: string }> {
+    const s = this.start(user)
+    await Promise.race([s.exited, new Promise((_r, reject) => setTimeout(() => reject(new Error('beckon connect did not end')), 30_000))])
+    const err = s.stages.find((x) => x.error !== undefined)?.error
+    if (err === undefined) throw new Error(`expected a refusal, got ${JSON.stringify(s.stages)}`)
+    return err
+  }
+
+  async stop (s: Session): Promise<void> {
+    if (s.proc.exitCode !== null || s.proc.signalCode !== null) return
+    s.proc.kill('SIGTERM')
+    await s.exited
+  }
+
+  /** curl the glucose log at the terminal's permanent address from the client node. */
+  get (path = '/glucose'): Promise<CliResult> {
+    return this.inNode('client', ['curl', '-sS', '-m', '5', `http://[${this.st.terminal.permanentAddress}]:8080${path}`])
+  }
+}
