@@ -7,6 +7,7 @@ import { Command } from 'commander'
 import { createRequire } from 'node:module'
 import { registerCa } from './ca.js'
 import { registerConnect } from './connect.js'
+import { registerDemo } from './demo.js'
 import { registerDoctor } from './doctor.js'
 import { registerApply } from './apply.js'
 import { registerImport } from './import.js'
@@ -33,6 +34,7 @@ registerImport(program)
 registerApply(program)
 registerCa(program)
 registerDoctor(program)
+registerDemo(program)
 registerManage(program)
 
 await program.parseAsync(process.argv)
