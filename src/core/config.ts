@@ -21,13 +21,35 @@ export function readYamlFile (path: string): Obj {
   }
   let v: unknown
   try {
-    v = parseYaml(text)
+    // maxAliasCount bounds alias expansion (billion laughs); checkTree refuses cycles.
+    v = parseYaml(text, { maxAliasCount: 100 })
   } catch (err) {
     throw new BeckonError('BECKON_ERR_CONFIG', `${path}: ${(err as Error).message}`)
   }
   if (v === null || v === undefined) return {}
   if (typeof v !== 'object' || Array.isArray(v)) throw new BeckonError('BECKON_ERR_CONFIG', `${path}: top level must be a mapping`)
+  checkTree(v, path)
   return v as Obj
+}
+
+/** How deep a configuration may nest; real files stay under 6. */
+export const MAX_CONFIG_DEPTH = 32
+
+/**
+ * YAML aliases may point at a node that contains them (`a: &x [*x]`), which parses
+ * into a cyclic object that every later reader would recurse into forever. Refuse
+ * cycles and absurd nesting here, iteratively, naming where.
+ */
+export function checkTree (root: object, path: string): void {
+  const stack: Array<[unknown, string, number, object[]]> = [[root, path, 0, []]]
+  while (stack.length > 0) {
+    const [v, at, depth, above] = stack.pop()!
+    if (v === null || typeof v !== 'object') continue
+    if (above.includes(v)) throw new BeckonError('BECKON_ERR_CONFIG', `${at}: an alias refers to a node that contains it`)
+    if (depth > MAX_CONFIG_DEPTH) throw new BeckonError('BECKON_ERR_CONFIG', `${at}: nested deeper than ${MAX_CONFIG_DEPTH} levels`)
+    const chain = [...above, v]
+    for (const [k, child] of Object.entries(v)) stack.push([child, Array.isArray(v) ? `${at}[${k}]` : `${at}.${k}`, depth + 1, chain])
+  }
 }
 
 /** Applies BECKON_<ROLE>_* variables onto `obj` (in place) and returns it. */
@@ -55,6 +77,9 @@ export function loadRoleConfig (role: string, path: string | undefined, env: Nod
   return applyEnv(path === undefined ? {} : readYamlFile(path), role, env)
 }
 
+/** The longest delay node's setTimeout honours (2^31 - 1 ms, about 24.8 days). */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
 /**
  * Typed reads from an untrusted mapping; each error names the full key path.
  * `Fields.of(obj, 'relay.yaml')` then `.str('listen')`, `.sub('smpp')` …
@@ -72,6 +97,14 @@ export class Fields {
   private fail (key: string, want: string): never {
     const got = this.obj[key]
     throw new BeckonError('BECKON_ERR_CONFIG', `${this.at(key)} must be ${want} (got ${got === undefined ? 'nothing' : JSON.stringify(got)})`)
+  }
+
+  /** Refuses keys this mapping does not know: a typo must not pass unnoticed. */
+  only (keys: readonly string[]): this {
+    for (const k of Object.keys(this.obj)) {
+      if (!keys.includes(k)) throw new BeckonError('BECKON_ERR_CONFIG', `${this.at(k)}: unknown key (known: ${keys.join(', ')})`)
+    }
+    return this
   }
 
   has (key: string): boolean { return this.obj[key] !== undefined && this.obj[key] !== null }
@@ -103,14 +136,22 @@ export class Fields {
     return v
   }
 
-  /** Durations: a number of milliseconds, or "250ms", "30s", "5m", "1h". */
-  ms (key: string, def?: number): number {
+  /**
+   * Durations: a number of milliseconds, or "250ms", "30s", "5m", "1h". At most
+   * MAX_TIMER_MS: node's timers take a signed 32-bit delay and fire at once beyond it.
+   */
+  ms (key: string, def?: number, max = MAX_TIMER_MS): number {
     const v = this.obj[key]
     if (v === undefined || v === null) return def ?? this.fail(key, 'a duration')
-    if (typeof v === 'number' && v >= 0) return v
-    const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v) : null
-    if (m === null) this.fail(key, 'a duration like 250ms, 30s, 5m or 1h')
-    return Math.round(Number(m[1]) * { ms: 1, s: 1e3, m: 60e3, h: 3600e3 }[m[2] as 'ms' | 's' | 'm' | 'h'])
+    let n: number
+    if (typeof v === 'number') n = Math.round(v)
+    else {
+      const m = typeof v === 'string' ? /^(\d{1,15}(?:\.\d{1,6})?)(ms|s|m|h)$/.exec(v) : null
+      if (m === null) this.fail(key, 'a duration like 250ms, 30s, 5m or 1h')
+      n = Math.round(Number(m[1]) * { ms: 1, s: 1e3, m: 60e3, h: 3600e3 }[m[2] as 'ms' | 's' | 'm' | 'h'])
+    }
+    if (!Number.isFinite(n) || n < 0 || n > max) this.fail(key, `a duration of at most ${max} ms`)
+    return n
   }
 
   /** host:port or [v6]:port. */

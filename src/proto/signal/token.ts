@@ -223,10 +223,16 @@ export class ReplayCache {
 
   get size (): number { return this.seen.size }
 
+  /** Undoes an admit whose effects could not be committed (e.g. persisted). */
+  forget (sessionId: Buffer): void { this.seen.delete(sessionId.toString('hex')) }
+
   /** For persistence across restarts: [hex id, expiry] pairs. */
   entries (): Array<[string, number]> { return [...this.seen] }
 
   load (entries: Iterable<[string, number]>, now: number): void {
-    for (const [id, exp] of entries) if (exp > now && /^[0-9a-f]{24}$/.test(id)) this.seen.set(id, exp)
+    for (const [id, exp] of entries) {
+      if (this.seen.size >= this.maxEntries) break
+      if (exp > now && exp <= 0xffffffff && /^[0-9a-f]{24}$/.test(id)) this.seen.set(id, exp)
+    }
   }
 }

@@ -17,6 +17,7 @@ import type { Logger } from '../../core/log.js'
 import { connectTcp, splice } from '../../core/stream.js'
 import { encodeReply, readDescriptorFrame, verifyDescriptor, type Descriptor } from '../../proto/descriptor/descriptor.js'
 import { unseal } from '../../proto/descriptor/seal.js'
+import { ReplayCache } from '../../proto/signal/token.js'
 import { Rfc8229Bridge } from '../../proto/rfc8229/bridge.js'
 import type { HostAddresses } from '../../ipsec/host.js'
 import type { PubkeyCreds, TunnelManager } from '../../ipsec/tunnels.js'
@@ -42,29 +43,39 @@ export interface AgentConfig {
 }
 
 export function parseAgentConfig (obj: Obj, source = 'agent.yaml'): AgentConfig {
-  const f = new Fields(obj, source)
+  const f = new Fields(obj, source).only(['listen', 'device', 'relay_keys', 'tcp_ports', 'service_host', 'descriptor_timeout', 'keys', 'ipsec'])
   const keys = f.strList('relay_keys')
   if (keys.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${source}.relay_keys must name at least one Ed25519 key`)
-  const ip = f.sub('ipsec')
-  const pk = ip.sub('pubkey')
+  const ip = f.sub('ipsec').only(['vici', 'nat_t_port', 'address', 'pubkey'])
+  const pk = ip.sub('pubkey').only(['cert', 'key', 'ca'])
+  const ownKeys = f.sub('keys').only(['x25519_private'])
   return {
     ipsec: !f.has('ipsec')
       ? undefined
       : {
           vici: ip.str('vici', 'unix:///var/run/charon.vici'),
           natTPort: ip.num('nat_t_port', 4500, 1, 65535),
-          x25519Private: f.sub('keys').has('x25519_private') ? privateKeyFromRaw('x25519', f.sub('keys').str('x25519_private'), `${source}.keys.x25519_private`) : undefined,
+          x25519Private: ownKeys.has('x25519_private') ? privateKeyFromRaw('x25519', ownKeys.str('x25519_private'), `${source}.keys.x25519_private`) : undefined,
           address: ip.optStr('address'),
           pubkey: ip.has('pubkey') ? { cert: pk.str('cert'), key: pk.str('key'), ca: pk.str('ca') } : undefined,
         },
     listen: f.hostPort('listen', '0.0.0.0:7400'),
     device: f.str('device'),
     relayKeys: keys.map((k, i) => publicKeyFromRaw('ed25519', k, `${source}.relay_keys[${i}]`)),
-    tcpPorts: f.strList('tcp_ports', []).map(Number),
+    tcpPorts: f.strList('tcp_ports', []).map((p) => {
+      const n = Number(p)
+      if (!Number.isInteger(n) || n < 1 || n > 65535) throw new BeckonError('BECKON_ERR_CONFIG', `${source}.tcp_ports: ${p} is not a port`)
+      return n
+    }),
     serviceHost: f.ip('service_host', '127.0.0.1'),
     descriptorTimeoutMs: f.ms('descriptor_timeout', 15_000),
   }
 }
+
+/** Descriptors the agent remembers at most (replay protection). */
+export const MAX_SEEN = 10_000
+/** The relay signs descriptors for 60 s; anything much longer is refused. */
+export const MAX_DESCRIPTOR_LIFETIME_S = 3600
 
 export interface AgentStats { accepted: number, refused: Record<string, number>, active: number, tunnels: number }
 
@@ -78,7 +89,8 @@ export interface AgentIpsec {
 export class Agent {
   readonly stats: AgentStats = { accepted: 0, refused: {}, active: 0, tunnels: 0 }
   private readonly server: net.Server
-  private readonly seen = new Map<string, number>()
+  /** Descriptors acted on, until they expire; bounded, refusing when full. */
+  private readonly seen = new ReplayCache(MAX_SEEN)
   private readonly sockets = new Set<Socket>()
 
   constructor (private readonly cfg: AgentConfig, private readonly log: Logger, private readonly now: () => number = Date.now, private readonly ipsec?: AgentIpsec) {
@@ -141,11 +153,18 @@ export class Agent {
     }
   }
 
-  /** A descriptor is good once: a replayed frame is refused until it expires. */
+  /**
+   * A descriptor is good once: a replayed frame is refused until it expires. Bounded in
+   * entries and in time (a descriptor may not live longer than MAX_DESCRIPTOR_LIFETIME_S),
+   * so a flood of valid descriptors cannot grow the agent without bound.
+   */
   private admit (d: Descriptor, nowSec: number): void {
-    for (const [id, exp] of this.seen) if (exp <= nowSec) this.seen.delete(id)
-    if (this.seen.has(d.session)) throw new BeckonError('BECKON_ERR_DESCRIPTOR_INVALID', `session ${d.session} already used`)
-    this.seen.set(d.session, d.expires)
+    if (d.expires > nowSec + MAX_DESCRIPTOR_LIFETIME_S) throw new BeckonError('BECKON_ERR_DESCRIPTOR_INVALID', `expires ${d.expires - nowSec} s ahead, more than ${MAX_DESCRIPTOR_LIFETIME_S} s`)
+    try {
+      this.seen.admit(Buffer.from(d.session, 'hex'), d.expires, nowSec)
+    } catch (err) {
+      throw new BeckonError('BECKON_ERR_DESCRIPTOR_INVALID', `session ${d.session}: ${(err as Error).message}`)
+    }
   }
 
   /** IPsec mode: charon as responder behind an RFC 8229 bridge on this stream. */

@@ -13,13 +13,15 @@
 import type { KeyObject } from 'node:crypto'
 import type { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
+import { join } from 'node:path'
 import { Fields, type Obj } from '../../core/config.js'
 import { BeckonError, toBeckonError } from '../../core/errors.js'
 import { privateKeyFromRaw, publicKeyFromRaw } from '../../core/keys.js'
 import type { Logger } from '../../core/log.js'
 import { connectTcp, readExact, splice } from '../../core/stream.js'
 import { ACK_SIZE, DialbackStatus, decodeAck, encodeHello } from '../../proto/dialback/dialback.js'
-import { ReplayCache, dialbackProof, openSignal, type Signal } from '../../proto/signal/token.js'
+import { dialbackProof, openSignal, type Signal } from '../../proto/signal/token.js'
+import { PersistentReplayCache, REPLAY_FILE } from './replay.js'
 
 export interface TerminalRoute { host: string, port: number }
 
@@ -32,25 +34,32 @@ export interface GatewayConfig {
   terminals: Map<string, TerminalRoute>
   connectTimeoutMs: number
   maxSignalLifetimeSec: number
+  /** Holds the replay cache (replay.json), so a restart does not reopen the replay window. */
+  stateDir: string
 }
 
-export function parseGatewayConfig (obj: Obj, source = 'gateway.yaml'): GatewayConfig {
-  const f = new Fields(obj, source)
-  const s = f.sub('smpp')
+/** Longest signal lifetime a gateway accepts: replay entries live that long. */
+export const MAX_SIGNAL_LIFETIME_S = 86_400
+
+export function parseGatewayConfig (obj: Obj, source = 'gateway.yaml', env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  const f = new Fields(obj, source).only(['smpp', 'imap', 'keys', 'trusted_relays', 'terminals', 'connect_timeout', 'max_signal_lifetime_s', 'state_dir'])
+  const s = f.sub('smpp').only(['url', 'system_id', 'password', 'address_range'])
   const terminals = new Map<string, TerminalRoute>()
-  for (const [ref, t] of f.entries('terminals')) terminals.set(ref, t.hostPort('address'))
+  for (const [ref, t] of f.entries('terminals')) terminals.set(ref, t.only(['address']).hostPort('address'))
   const relays = f.strList('trusted_relays')
   if (relays.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${source}.trusted_relays must name at least one relay key`)
-  const im = f.sub('imap')
+  const im = f.sub('imap').only(['address', 'user', 'password', 'ca'])
   const imapAt = f.has('imap') ? im.hostPort('address') : undefined
+  const keys = f.sub('keys').only(['x25519_private'])
   return {
     imap: imapAt === undefined ? undefined : { ...imapAt, user: im.str('user'), password: im.str('password'), ca: im.optStr('ca') },
     smpp: f.has('smpp') ? { url: s.str('url'), systemId: s.str('system_id'), password: s.str('password'), addressRange: s.str('address_range', '') } : undefined,
-    x25519Private: privateKeyFromRaw('x25519', f.sub('keys').str('x25519_private'), `${source}.keys.x25519_private`),
+    x25519Private: privateKeyFromRaw('x25519', keys.str('x25519_private'), `${source}.keys.x25519_private`),
     trustedRelays: relays.map((k, i) => publicKeyFromRaw('x25519', k, `${source}.trusted_relays[${i}]`)),
     terminals,
     connectTimeoutMs: f.ms('connect_timeout', 5_000),
-    maxSignalLifetimeSec: f.num('max_signal_lifetime_s', 3600, 1),
+    maxSignalLifetimeSec: f.num('max_signal_lifetime_s', 3600, 1, MAX_SIGNAL_LIFETIME_S),
+    stateDir: f.str('state_dir', env.STATE_DIRECTORY?.split(':')[0] ?? '/var/lib/beckon'),
   }
 }
 
@@ -64,10 +73,13 @@ export interface GatewayStats {
 
 export class Gateway {
   readonly stats: GatewayStats = { signals: 0, refused: {}, dialbacks: 0, unreachable: 0, active: 0 }
-  private readonly replay = new ReplayCache()
+  private readonly replay: PersistentReplayCache
   private readonly sockets = new Set<Socket>()
 
-  constructor (private readonly cfg: GatewayConfig, private readonly log: Logger, private readonly now: () => number = Date.now) {}
+  constructor (private readonly cfg: GatewayConfig, private readonly log: Logger, private readonly now: () => number = Date.now) {
+    this.replay = new PersistentReplayCache(join(cfg.stateDir, REPLAY_FILE), Math.floor(now() / 1000))
+    if (this.replay.size > 0) log.info({ entries: this.replay.size, file: this.replay.path }, 'gateway: replay cache loaded')
+  }
 
   /** Wires an inbox that emits `signal` ({ token, from, to }) and `invalid` (err, meta). */
   attach (inbox: EventEmitter, channel: string): void {

@@ -213,8 +213,4 @@ export function yamlSeed (f: Fields, ip: Fields): ImportBundle {
 }
 
 /** Refuses keys the schema does not know: a typo must not pass unnoticed. */
-function known (f: Fields, keys: readonly string[]): void {
-  for (const k of Object.keys(f.obj)) {
-    if (!keys.includes(k)) throw new BeckonError('BECKON_ERR_CONFIG', `${f.path}.${k}: unknown key (known: ${keys.join(', ')})`)
-  }
-}
+function known (f: Fields, keys: readonly string[]): void { f.only(keys) }
