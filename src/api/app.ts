@@ -8,7 +8,7 @@
  * maps coded domain errors to HTTP statuses: `{ code, message }` bodies, the code from
  * src/core/errors.ts, validation failures naming the field.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
@@ -32,7 +32,7 @@ export type Api = FastifyInstance
 export async function buildApi (deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.log as unknown as FastifyBaseLogger,
-    disableRequestLogging: deps.quiet === true,
+    ...(deps.quiet === true ? { disableRequestLogging: true } : {}),
     bodyLimit: 256 * 1024,
     // Unknown keys are refused, not silently dropped (a typo must not pass unnoticed).
     ajv: { customOptions: { removeAdditional: false, useDefaults: true, coerceTypes: 'array', allErrors: false } },
@@ -51,7 +51,7 @@ export async function buildApi (deps: ApiDeps): Promise<FastifyInstance> {
   })
 
   app.decorate('deps', deps)
-  app.setErrorHandler((err: FastifyError, _req, reply) => {
+  app.setErrorHandler((err: FastifyError, _req: FastifyRequest, reply: FastifyReply) => {
     const e = err.validation !== undefined
       ? schemaError(err.validationContext ?? 'body', err.validation[0] as SchemaIssue | undefined, err.message)
       : err instanceof BeckonError
@@ -80,8 +80,9 @@ export async function buildApi (deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(rateLimit, {
     max: deps.rateLimit?.max ?? 1200,
     timeWindow: deps.rateLimit?.windowMs ?? 60_000,
-    // Per token when one is presented (its id, never the secret), else per address.
-    keyGenerator: (req) => /^Bearer bkn_([a-f0-9]{16})_/.exec(req.headers.authorization ?? '')?.[1] ?? req.ip,
+    // Per client address: a key taken from the (not yet checked) token would let a
+    // client mint fresh budgets by inventing token ids.
+    keyGenerator: (req) => req.ip,
     errorResponseBuilder: (_req, ctx) => Object.assign(new BeckonError('BECKON_ERR_RATE_LIMITED', `more than ${ctx.max} requests in ${ctx.after}`), { statusCode: 429 }),
   })
 
