@@ -5,10 +5,13 @@
  *   charon :4500 ⇄ udp 127.0.0.1:<bridge port> ⇄ frames on the spliced TCP stream ⇄ peer
  *
  * strongSwan has no IKE/ESP over TCP of its own (strongswan#2186); this is ours.
- * Datagrams go to charon's latest source address and port (it may float ports), or to
- * `charon` until it has spoken (the responder side). Nothing is buffered without
- * bound: datagrams for a stream whose write queue is full are dropped (as a router
- * would) and counted; a full UDP send queue pauses the stream (TCP backpressure).
+ * The UDP socket is connect()ed to charon's NAT-T address (`charon`, its local_port):
+ * the kernel then delivers only charon's datagrams, so another local process cannot
+ * inject packets into the tunnel or steer its replies elsewhere by writing first.
+ * Nothing is buffered without bound: datagrams for a stream whose write queue is full
+ * are dropped (as a router would) and counted; datagrams not yet handed to the kernel
+ * are counted and, past the limit, the TCP stream stops being read until they drain
+ * (TCP backpressure towards the peer).
  */
 import dgram from 'node:dgram'
 import { EventEmitter } from 'node:events'
@@ -34,19 +37,22 @@ export interface BridgeStats {
   fromStream: number
   dropped: number
   keepalives: number
+  /** Times the stream was paused because charon's UDP side had not drained. */
+  paused: number
 }
 
 /** Emits `close` (error | undefined) once, when either side ends. */
 export class Rfc8229Bridge extends EventEmitter {
-  readonly stats: BridgeStats = { toStream: 0, fromStream: 0, dropped: 0, keepalives: 0 }
-  private peer: { address: string, port: number }
+  readonly stats: BridgeStats = { toStream: 0, fromStream: 0, dropped: 0, keepalives: 0, paused: 0 }
   private closed = false
+  /** Bytes handed to udp.send() whose callbacks have not run yet. */
+  private udpPending = 0
+  private readPaused = false
   private readonly maxQueue: number
   private readonly log: Logger
 
   private constructor (private readonly o: BridgeOptions, private readonly udp: dgram.Socket) {
     super()
-    this.peer = { address: o.charon.host, port: o.charon.port }
     this.maxQueue = o.maxQueueBytes ?? 1 << 20
     this.log = o.log ?? silentLogger
   }
@@ -58,6 +64,11 @@ export class Rfc8229Bridge extends EventEmitter {
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject)
       udp.bind(0, o.charon.host, () => { udp.off('error', reject); resolve() })
+    })
+    // Pinned: only charon's NAT-T socket may speak to this bridge.
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject)
+      udp.connect(o.charon.port, o.charon.host, () => { udp.off('error', reject); resolve() })
     })
     const b = new Rfc8229Bridge(o, udp)
     b.start()
@@ -76,8 +87,7 @@ export class Rfc8229Bridge extends EventEmitter {
 
     let corked = false
     const flush = (): void => { corked = false; stream.uncork() }
-    this.udp.on('message', (msg, rinfo) => {
-      this.peer = { address: rinfo.address, port: rinfo.port }
+    this.udp.on('message', (msg) => {
       if (stream.writableLength > this.maxQueue) { this.stats.dropped++; return }
       if (msg.length === 1 && msg[0] === 0xff) this.stats.keepalives++
       // Datagrams read in one event-loop turn leave in one writev.
@@ -86,7 +96,12 @@ export class Rfc8229Bridge extends EventEmitter {
       stream.write(msg)
       this.stats.toStream++
     })
-    this.udp.on('error', (err) => this.close(toBeckonError(err, 'BECKON_ERR_PROTOCOL')))
+    this.udp.on('error', (err: NodeJS.ErrnoException) => {
+      // A connected UDP socket hears ICMP port-unreachable as ECONNREFUSED: charon is
+      // restarting; the datagram is lost, as it would be on the wire. Not fatal.
+      if (err.code === 'ECONNREFUSED') { this.stats.dropped++; return }
+      this.close(toBeckonError(err, 'BECKON_ERR_PROTOCOL'))
+    })
 
     stream.on('data', (chunk: Buffer) => {
       let frames: Buffer[]
@@ -96,10 +111,8 @@ export class Rfc8229Bridge extends EventEmitter {
         this.close(toBeckonError(err, 'BECKON_ERR_RFC8229_MALFORMED'))
         return
       }
-      for (const f of frames) this.udp.send(f, this.peer.port, this.peer.address)
+      for (const f of frames) this.toCharon(f)
       this.stats.fromStream += frames.length
-      // UDP has no backpressure of its own: hold the TCP side while the kernel queue is full.
-      if (this.udp.getSendQueueSize() > this.maxQueue) this.waitForUdp()
     })
     stream.once('end', () => this.close(undefined))
     stream.once('close', () => this.close(undefined))
@@ -107,14 +120,26 @@ export class Rfc8229Bridge extends EventEmitter {
     stream.resume()
   }
 
-  private waitForUdp (): void {
-    this.o.stream.pause()
-    const check = (): void => {
-      if (this.closed) return
-      if (this.udp.getSendQueueSize() > this.maxQueue / 2) setImmediate(check)
-      else this.o.stream.resume()
+  /**
+   * UDP has no backpressure of its own, so the bridge counts what it has handed to the
+   * kernel and not yet seen sent; past the limit it stops reading the TCP stream (the
+   * peer's TCP window closes) and resumes once half has drained.
+   */
+  private toCharon (f: Buffer): void {
+    this.udpPending += f.length
+    this.udp.send(f, (err) => {
+      this.udpPending -= f.length
+      if (err !== null && err !== undefined) this.stats.dropped++
+      if (this.readPaused && this.udpPending <= this.maxQueue / 2 && !this.closed) {
+        this.readPaused = false
+        this.o.stream.resume()
+      }
+    })
+    if (!this.readPaused && this.udpPending > this.maxQueue) {
+      this.readPaused = true
+      this.stats.paused++
+      this.o.stream.pause()
     }
-    setImmediate(check)
   }
 
   close (err?: BeckonError): void {

@@ -5,6 +5,7 @@ import dgram from 'node:dgram'
 import net, { type AddressInfo } from 'node:net'
 import { once } from 'node:events'
 import { Rfc8229Bridge } from '../../../../src/proto/rfc8229/bridge.js'
+import { PREFIX, encodeFrame } from '../../../../src/proto/rfc8229/framing.js'
 
 async function udp (t: Test): Promise<dgram.Socket> {
   const s = dgram.createSocket('udp4')
@@ -26,12 +27,14 @@ async function tcpPair (t: Test): Promise<[net.Socket, net.Socket]> {
 
 const ike = (n: number): Buffer => Buffer.concat([Buffer.alloc(4), Buffer.alloc(28, n)])
 
-t.test('datagrams cross both ways; replies go to the latest source port', async (t) => {
+const portOf = (s: dgram.Socket): number => (s.address() as AddressInfo).port
+
+t.test('datagrams cross both ways between the pinned charons', async (t) => {
   const [c, s] = await tcpPair(t)
   const charonA = await udp(t) // initiator side (client)
   const charonB = await udp(t) // responder side (agent): the bridge sends to it first
-  const bA = await Rfc8229Bridge.open({ stream: c, originator: true, charon: { host: '127.0.0.1', port: 4500 } })
-  const bB = await Rfc8229Bridge.open({ stream: s, originator: false, charon: { host: '127.0.0.1', port: (charonB.address() as AddressInfo).port } })
+  const bA = await Rfc8229Bridge.open({ stream: c, originator: true, charon: { host: '127.0.0.1', port: portOf(charonA) } })
+  const bB = await Rfc8229Bridge.open({ stream: s, originator: false, charon: { host: '127.0.0.1', port: portOf(charonB) } })
   t.teardown(() => { bA.close(); bB.close() })
 
   const gotB = once(charonB, 'message') as Promise<[Buffer, dgram.RemoteInfo]>
@@ -42,18 +45,53 @@ t.test('datagrams cross both ways; replies go to the latest source port', async 
 
   const gotA = once(charonA, 'message') as Promise<[Buffer]>
   charonB.send(ike(2), bB.port, '127.0.0.1')
-  t.ok((await gotA)[0].equals(ike(2)), 'reply went back to the initiator charon (its latest source)')
+  t.ok((await gotA)[0].equals(ike(2)), 'reply went back to the initiator charon')
 
-  // charon floats to another source port: replies follow it.
-  const charonA2 = await udp(t)
-  charonA2.send(Buffer.from([0xff]), bA.port, '127.0.0.1')
+  charonA.send(Buffer.from([0xff]), bA.port, '127.0.0.1')
   const [ka] = await once(charonB, 'message') as [Buffer]
   t.equal(ka.toString('hex'), 'ff', 'NAT keepalive passed through')
-  const gotA2 = once(charonA2, 'message') as Promise<[Buffer]>
-  const esp = Buffer.from('c0ffee0100000001' + 'ab'.repeat(100), 'hex')
-  charonB.send(esp, bB.port, '127.0.0.1')
-  t.ok((await gotA2)[0].equals(esp), 'ESP went to the new source port')
   t.equal(bA.stats.keepalives, 1)
+})
+
+t.test('another local sender cannot inject into the tunnel or steer its replies', async (t) => {
+  const [c, s] = await tcpPair(t)
+  const charonA = await udp(t)
+  const charonB = await udp(t)
+  const bA = await Rfc8229Bridge.open({ stream: c, originator: true, charon: { host: '127.0.0.1', port: portOf(charonA) } })
+  const bB = await Rfc8229Bridge.open({ stream: s, originator: false, charon: { host: '127.0.0.1', port: portOf(charonB) } })
+  t.teardown(() => { bA.close(); bB.close() })
+  let strangerGot = 0
+  let charonBGot: Buffer[] = []
+  const stranger = await udp(t)
+  stranger.on('message', () => strangerGot++)
+  charonB.on('message', (m: Buffer) => charonBGot.push(m))
+  // Before: the bridge took whoever wrote first (or last) for its charon.
+  stranger.send(ike(66), bA.port, '127.0.0.1')
+  charonA.send(ike(1), bA.port, '127.0.0.1')
+  while (charonBGot.length === 0) await once(charonB, 'message')
+  t.same(charonBGot.map((m) => m[4]), [1], 'only charon\'s datagram crossed')
+  const gotA = once(charonA, 'message') as Promise<[Buffer]>
+  charonB.send(ike(2), bB.port, '127.0.0.1')
+  t.ok((await gotA)[0].equals(ike(2)), 'the reply went to charon')
+  t.equal(strangerGot, 0, 'and not to the stranger')
+  charonBGot = []
+  t.equal(bA.stats.toStream, 1, 'one datagram framed')
+})
+
+t.test('a UDP side that has not drained pauses the stream, then resumes; nothing lost', async (t) => {
+  const [c, s] = await tcpPair(t)
+  const charon = await udp(t)
+  const b = await Rfc8229Bridge.open({ stream: s, originator: false, charon: { host: '127.0.0.1', port: portOf(charon) }, maxQueueBytes: 8 * 1024 })
+  t.teardown(() => b.close())
+  let got = 0
+  const all = new Promise<void>((resolve) => charon.on('message', () => { if (++got === 300) resolve() }))
+  const esp = Buffer.concat([Buffer.from('c0ffee0100000001', 'hex'), Buffer.alloc(1000, 7)])
+  // One write of 300 frames: one 'data' event holds far more than the 8 KiB allowed in flight.
+  c.write(Buffer.concat([PREFIX, ...Array.from({ length: 300 }, () => encodeFrame(esp))]))
+  await all
+  t.ok(b.stats.paused > 0, `the stream was paused ${b.stats.paused} times`)
+  t.equal(b.stats.fromStream, 300, 'every frame reached charon after resuming')
+  t.equal(s.isPaused(), false, 'reading resumed once drained')
 })
 
 t.test('a malformed stream closes the bridge with a coded error', async (t) => {
@@ -70,7 +108,7 @@ t.test('a stream that cannot keep up drops datagrams instead of buffering', asyn
   const [c, s] = await tcpPair(t)
   c.pause() // the far end stops reading
   const charon = await udp(t)
-  const b = await Rfc8229Bridge.open({ stream: s, originator: false, charon: { host: '127.0.0.1', port: 4500 }, maxQueueBytes: 64 * 1024 })
+  const b = await Rfc8229Bridge.open({ stream: s, originator: false, charon: { host: '127.0.0.1', port: portOf(charon) }, maxQueueBytes: 64 * 1024 })
   t.teardown(() => b.close())
   const esp = Buffer.alloc(1400, 7)
   // Paced so the bridge (not the kernel's UDP buffer) sees the datagrams: ~40 MB in all,
