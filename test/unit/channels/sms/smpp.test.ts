@@ -40,7 +40,17 @@ t.test('UDH port addressing', async (t) => {
   t.throws(() => decodeSms(Buffer.from('03050900', 'hex')), { code: 'BECKON_ERR_SMS_MALFORMED', message: /overruns/ })
   t.throws(() => decodeSms(Buffer.alloc(0)), { code: 'BECKON_ERR_SMS_MALFORMED' })
   t.throws(() => decodeSms(Buffer.alloc(141)), { code: 'BECKON_ERR_SMS_MALFORMED' })
-  t.equal(SIGNAL_PORT, 16474)
+  // The port travels in the header and is checked: another application's SMS (WAP push
+  // on 2948) is not taken for a signal, and the signal port is what encodeSms writes.
+  const wap = encodeSms(token, 2948)
+  t.equal(wap.readUInt16BE(3), 2948, 'destination port written from the argument')
+  t.throws(() => decodeSms(wap), { code: 'BECKON_ERR_SMS_MALFORMED', message: /port 2948 is not the signal port 16474/ })
+  t.ok(decodeSms(wap, 2948).equals(token))
+  t.equal(sms.readUInt16BE(3), SIGNAL_PORT, 'signals go to the signal port')
+  // Other IEs before the port IE are skipped, not mistaken for it.
+  const withConcat = Buffer.concat([Buffer.from('0b0003aa0101050400000000', 'hex'), token.subarray(0, 10)])
+  withConcat.writeUInt16BE(SIGNAL_PORT, 8)
+  t.ok(decodeSms(withConcat).equals(token.subarray(0, 10)), 'port IE found after a concatenation IE')
 })
 
 t.test('a signal travels transmitter → SMSC → receiver, routed by destination', async (t) => {
