@@ -104,11 +104,16 @@ export async function readResponse (sock: Socket, timeoutMs: number): Promise<Co
   }
   const status = Number(m[1])
   const res: ConnectResponse = { status, headers }
-  const len = Number(headers.get('content-length') ?? '0')
+  // Digits only (RFC 9110 §8.6): Number() takes "0.5", "1e3", " 7", and read(0.5) waits forever.
+  const cl = headers.get('content-length') ?? '0'
+  if (!/^\d{1,9}$/.test(cl)) throw new BeckonError('BECKON_ERR_PROTOCOL', `bad Content-Length ${JSON.stringify(cl.slice(0, 20))}`)
+  const len = Number(cl)
   if (status >= 300 && len > 0 && len <= MAX_HEAD) {
     try {
-      const body = JSON.parse((await readExact(sock, len, 'error body', timeoutMs)).toString('utf8')) as { code?: unknown, message?: unknown }
-      if (typeof body.code === 'string' && typeof body.message === 'string') res.error = { code: body.code, message: body.message }
+      const raw = await readExact(sock, len, 'error body', timeoutMs)
+      if (raw.length !== len) throw new BeckonError('BECKON_ERR_PROTOCOL', 'stream ended inside the error body')
+      const body = JSON.parse(raw.toString('utf8')) as { code?: unknown, message?: unknown } | null
+      if (body !== null && typeof body.code === 'string' && typeof body.message === 'string') res.error = { code: body.code, message: body.message }
     } catch { /* a body we cannot read leaves only the status */ }
   }
   return res

@@ -55,6 +55,9 @@ export interface Descriptor {
   ipsec?: IpsecParams
 }
 
+/** Longest IKE/CHILD lifetime or DPD interval a descriptor may carry (30 days). */
+export const MAX_LIFETIME_S = 30 * 86_400
+
 const PROPOSAL_RE = /^[a-z0-9_-]{3,100}$/
 const ID_RE = /^[A-Za-z0-9@._-]{1,128}$/
 
@@ -63,9 +66,11 @@ function checkIpsec (v: unknown): IpsecParams {
   const p = v as Record<string, unknown>
   if (p.auth !== 'psk' && p.auth !== 'pubkey') throw invalid(`auth ${JSON.stringify(p.auth)}`)
   for (const side of ['client', 'terminal'] as const) {
-    const e = p[side] as Record<string, unknown> | undefined
-    if (e === undefined || typeof e.id !== 'string' || !ID_RE.test(e.id)) throw invalid(`${side}.id must be an identity`)
-    if (typeof e.address !== 'string' || isIP(e.address) !== 6) throw invalid(`${side}.address must be an IPv6 address`)
+    // A signed payload is still untrusted JSON: `"client": null` must not reach `.id`.
+    const e = p[side]
+    if (e === null || typeof e !== 'object' || Array.isArray(e)) throw invalid(`${side} must be an object`)
+    if (!('id' in e) || typeof e.id !== 'string' || !ID_RE.test(e.id)) throw invalid(`${side}.id must be an identity`)
+    if (!('address' in e) || typeof e.address !== 'string' || isIP(e.address) !== 6) throw invalid(`${side}.address must be an IPv6 address`)
   }
   if (p.protocol !== 'tcp' && p.protocol !== 'udp' && p.protocol !== 'any') throw invalid(`protocol ${JSON.stringify(p.protocol)}`)
   if (!Array.isArray(p.ports) || !p.ports.every((x) => Number.isInteger(x) && x >= 1 && x <= 65535)) throw invalid('ports must be 1-65535')
@@ -73,10 +78,11 @@ function checkIpsec (v: unknown): IpsecParams {
     const list = p[k]
     if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string' && PROPOSAL_RE.test(x))) throw invalid(`${k} must list proposals`)
   }
+  // Bounded like the policy's own Seconds (30 days): charon is handed these as is.
   for (const k of ['ikeRekeyS', 'childRekeyS', 'dpdS'] as const) {
-    if (!(typeof p[k] === 'number' && Number.isInteger(p[k]) && (p[k] as number) > 0)) throw invalid(`${k} must be a positive integer`)
+    if (!(typeof p[k] === 'number' && Number.isInteger(p[k]) && (p[k] as number) > 0 && (p[k] as number) <= MAX_LIFETIME_S)) throw invalid(`${k} must be an integer in [1, ${MAX_LIFETIME_S}]`)
   }
-  if (p.auth === 'psk' && typeof p.pskSealed !== 'string') throw invalid('psk mode needs pskSealed')
+  if (p.auth === 'psk' && (typeof p.pskSealed !== 'string' || !/^[A-Za-z0-9_-]{64,200}$/.test(p.pskSealed))) throw invalid('psk mode needs pskSealed (base64url)')
   return p as unknown as IpsecParams
 }
 
@@ -91,7 +97,7 @@ export function checkDescriptor (v: unknown): Descriptor {
   if (typeof d.session !== 'string' || !/^[0-9a-f]{24}$/.test(d.session)) throw invalid('session must be 24 hex digits')
   if (typeof d.device !== 'string' || d.device === '') throw invalid('device missing')
   if (typeof d.user !== 'string' || d.user === '') throw invalid('user missing')
-  if (typeof d.expires !== 'number' || !Number.isInteger(d.expires)) throw invalid('expires must be an integer')
+  if (typeof d.expires !== 'number' || !Number.isInteger(d.expires) || d.expires < 0 || d.expires > 0xffffffff) throw invalid('expires must be Unix seconds (u32)')
   if (d.mode !== 'tcp' && d.mode !== 'ipsec') throw invalid(`mode ${JSON.stringify(d.mode)}`)
   if (d.mode === 'tcp' && !(typeof d.port === 'number' && Number.isInteger(d.port) && d.port >= 1 && d.port <= 65535)) throw invalid('tcp mode needs a port 1-65535')
   if (d.mode === 'ipsec') checkIpsec(d.ipsec)
@@ -152,10 +158,13 @@ export function verifyDescriptor (frame: Buffer, o: VerifyOptions): Descriptor {
 /** Reads one descriptor frame from the stream. */
 export async function readDescriptorFrame (sock: Socket, timeoutMs: number): Promise<Buffer> {
   const head = await readExact(sock, 6, 'descriptor header', timeoutMs)
+  // At end of stream readable.read(n) hands out what is left, even if shorter than n.
+  if (head.length !== 6) throw invalid(`stream ended inside the descriptor header (${head.length} of 6 bytes)`)
   if (!head.subarray(0, 4).equals(MAGIC)) throw invalid('bad descriptor magic')
   const n = head.readUInt16BE(4)
   if (n > MAX_PAYLOAD) throw invalid(`payload of ${n} bytes exceeds ${MAX_PAYLOAD}`)
   const rest = await readExact(sock, n + SIG, 'descriptor body', timeoutMs)
+  if (rest.length !== n + SIG) throw invalid(`stream ended inside the descriptor (${rest.length} of ${n + SIG} bytes)`)
   return Buffer.concat([head, rest])
 }
 
@@ -173,16 +182,19 @@ export function encodeReply (r: Reply): Buffer {
 
 export async function readReply (sock: Socket, timeoutMs: number): Promise<Reply> {
   const head = await readExact(sock, 7, 'agent reply', timeoutMs)
+  if (head.length !== 7) throw new BeckonError('BECKON_ERR_PROTOCOL', `stream ended inside the agent reply (${head.length} of 7 bytes)`)
   if (!head.subarray(0, 4).equals(REPLY_MAGIC) || head[4]! > 1) throw new BeckonError('BECKON_ERR_PROTOCOL', 'bad agent reply')
   const n = head.readUInt16BE(5)
   if (n > MAX_REPLY) throw new BeckonError('BECKON_ERR_PROTOCOL', 'agent reply too large')
   const body = n === 0 ? Buffer.alloc(0) : await readExact(sock, n, 'agent reply body', timeoutMs)
+  if (body.length !== n) throw new BeckonError('BECKON_ERR_PROTOCOL', `stream ended inside the agent reply body (${body.length} of ${n} bytes)`)
   let v: Record<string, unknown>
   try {
     v = JSON.parse(body.toString('utf8') || '{}') as Record<string, unknown>
   } catch {
     throw new BeckonError('BECKON_ERR_PROTOCOL', 'agent reply is not JSON')
   }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new BeckonError('BECKON_ERR_PROTOCOL', 'agent reply is not a JSON object')
   if (head[4] === 0) return { ready: true, info: v }
   return { ready: false, code: String(v.code ?? 'BECKON_ERR_TERMINAL_REFUSED'), message: String(v.message ?? 'refused') }
 }

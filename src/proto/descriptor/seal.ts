@@ -32,7 +32,13 @@ export function unseal (sealed: Buffer, recipient: KeyObject, aad: Buffer): Buff
   if (sealed.length < 32 + 16) throw new BeckonError('BECKON_ERR_DESCRIPTOR_INVALID', 'sealed secret too short')
   const ephPub = sealed.subarray(0, 32)
   const ct = sealed.subarray(32, sealed.length - 16)
-  const k = key(recipient, publicKeyFromRaw('x25519', ephPub.toString('base64url')), ephPub, rawPublic(recipient), aad)
+  let k: Buffer
+  try {
+    k = key(recipient, publicKeyFromRaw('x25519', ephPub.toString('base64url')), ephPub, rawPublic(recipient), aad)
+  } catch {
+    // OpenSSL refuses a small-order point (the shared secret would be all zeros).
+    throw new BeckonError('BECKON_ERR_DESCRIPTOR_INVALID', 'sealed secret carries an unusable (small-order) X25519 key')
+  }
   const d = createDecipheriv('chacha20-poly1305', k, NONCE, { authTagLength: 16 })
   d.setAAD(aad, { plaintextLength: ct.length })
   d.setAuthTag(sealed.subarray(sealed.length - 16))

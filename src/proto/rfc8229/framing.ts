@@ -50,15 +50,22 @@ export function encodeFrame (payload: Buffer): Buffer {
  * the caller closes the session. With `expectPrefix`, the stream must start "IKETCP".
  */
 export class FrameDecoder {
-  /** The start of a frame that the previous chunk cut off (≤ 65535 bytes). */
-  private tail: Buffer | undefined
+  /**
+   * The frame that the previous chunk cut off: its 2-byte header while incomplete
+   * (`head`), then one buffer of the frame's announced length (≤ 65535, from a u16),
+   * filled in place as chunks arrive, so reassembly is linear in the bytes received
+   * (concatenating on every chunk was quadratic in the number of chunks).
+   */
+  private head: Buffer | undefined
+  private frame: Buffer | undefined
+  private filled = 0
   private prefixLeft: number
 
   constructor (expectPrefix: boolean) {
     this.prefixLeft = expectPrefix ? PREFIX.length : 0
   }
 
-  get buffered (): number { return this.tail?.length ?? 0 }
+  get buffered (): number { return this.frame !== undefined ? this.filled : (this.head?.length ?? 0) }
 
   private static payload (frame: Buffer): Buffer {
     const len = frame.readUInt16BE(0)
@@ -68,27 +75,34 @@ export class FrameDecoder {
     return payload
   }
 
+  private start (len: number): void {
+    if (len < 3) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', `frame length ${len} leaves no payload`)
+    this.frame = Buffer.allocUnsafe(len)
+    this.frame.writeUInt16BE(len, 0)
+    this.filled = 2
+    this.head = undefined
+  }
+
   /**
    * Completes the cut-off frame from the head of `buf`, copying only that frame's bytes;
    * returns what is left of `buf`, or undefined while the frame is still incomplete.
    */
   private completeTail (buf: Buffer, out: Buffer[]): Buffer | undefined {
-    let t = this.tail!
-    if (t.length < 2) {
-      const k = Math.min(2 - t.length, buf.length)
-      t = Buffer.concat([t, buf.subarray(0, k)])
+    if (this.frame === undefined) {
+      const h = this.head!
+      if (h.length + buf.length < 2) { this.head = Buffer.concat([h, buf]); return undefined }
+      const k = 2 - h.length
+      this.start(Buffer.concat([h, buf.subarray(0, k)]).readUInt16BE(0))
       buf = buf.subarray(k)
-      if (t.length < 2) { this.tail = t; return undefined }
     }
-    const len = t.readUInt16BE(0)
-    if (len < 3) throw new BeckonError('BECKON_ERR_RFC8229_MALFORMED', `frame length ${len} leaves no payload`)
-    const k = Math.min(len - t.length, buf.length)
-    t = Buffer.concat([t, buf.subarray(0, k)])
-    buf = buf.subarray(k)
-    if (t.length < len) { this.tail = t; return undefined }
-    this.tail = undefined
-    out.push(FrameDecoder.payload(t))
-    return buf
+    const f = this.frame!
+    const k = Math.min(f.length - this.filled, buf.length)
+    buf.copy(f, this.filled, 0, k)
+    this.filled += k
+    if (this.filled < f.length) return undefined
+    this.frame = undefined
+    out.push(FrameDecoder.payload(f))
+    return buf.subarray(k)
   }
 
   push (chunk: Buffer): Buffer[] {
@@ -101,7 +115,7 @@ export class FrameDecoder {
       buf = buf.subarray(n)
     }
     const out: Buffer[] = []
-    if (this.tail !== undefined) {
+    if (this.head !== undefined || this.frame !== undefined) {
       const rest = this.completeTail(buf, out)
       if (rest === undefined) return out
       buf = rest
@@ -116,7 +130,11 @@ export class FrameDecoder {
       off += len
     }
     // A cut-off frame: copy its start now, so the chunk it came in is not pinned.
-    if (off < buf.length) this.tail = Buffer.from(buf.subarray(off))
+    if (buf.length - off === 1) this.head = Buffer.from(buf.subarray(off))
+    else if (off < buf.length) {
+      this.start(buf.readUInt16BE(off))
+      this.filled += buf.copy(this.frame!, 2, off + 2)
+    }
     return out
   }
 }

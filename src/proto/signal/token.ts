@@ -68,7 +68,13 @@ export function keyId (publicKey: KeyObject | Buffer): number {
 }
 
 function sealingKey (own: KeyObject, peer: KeyObject, relayPub: Buffer, gatewayPub: Buffer): Buffer {
-  const shared = diffieHellman({ privateKey: own, publicKey: peer })
+  let shared: Buffer
+  try {
+    shared = diffieHellman({ privateKey: own, publicKey: peer })
+  } catch {
+    // A small-order public key: OpenSSL refuses the all-zero shared secret.
+    throw new BeckonError('BECKON_ERR_SIGNAL_UNKNOWN_KEY', 'X25519 key of small order')
+  }
   return Buffer.from(hkdfSync('sha256', shared, 'beckon-signal-v1', Buffer.concat([relayPub, gatewayPub]), 32))
 }
 

@@ -50,6 +50,12 @@ export enum ElementType {
 export const MAX_SEGMENT = 512 * 1024
 export const MAX_NAME = 255
 export const MAX_VALUE = 65535
+/**
+ * Deepest section nesting decoded or encoded. charon's own messages nest ≤ 5 deep
+ * (list-sas: root ▸ ike ▸ child-sas ▸ child); a 512 KiB segment could otherwise nest
+ * ~170,000 deep and overflow every recursive reader (toPlain, re-encoding).
+ */
+export const MAX_DEPTH = 64
 
 /** A decoded message section: ordered, values kept binary. */
 export type ViciSection = Map<string, ViciItem>
@@ -126,7 +132,8 @@ function isSectionInput (v: ViciInputValue): v is ViciInput {
  * names, value sizes and list shapes. `null`/`undefined` values drop the key, which
  * keeps optional fields out of requests.
  */
-export function toSection (input: ViciInput, path = ''): ViciSection {
+export function toSection (input: ViciInput, path = '', depth = 0): ViciSection {
+  if (depth > MAX_DEPTH) throw new BeckonError('BECKON_ERR_VICI_LIMIT', `${path}: sections nested deeper than ${MAX_DEPTH}`)
   const out: ViciSection = new Map()
   for (const [key, value] of entriesOf(input)) {
     if (value === undefined || value === null) continue
@@ -140,7 +147,7 @@ export function toSection (input: ViciInput, path = ''): ViciSection {
         return scalarToBuffer(item, where)
       }))
     } else if (isSectionInput(value)) {
-      out.set(key, toSection(value, where))
+      out.set(key, toSection(value, where, depth + 1))
     } else {
       out.set(key, scalarToBuffer(value, where))
     }
@@ -277,6 +284,7 @@ export function decodeMessage (buf: Buffer): ViciSection {
       case ElementType.SECTION_START: {
         const s: ViciSection = new Map()
         put(top, r.name('section'), s, at)
+        if (stack.length > MAX_DEPTH) throw malformed(at, `sections nested deeper than ${MAX_DEPTH}`)
         stack.push(s)
         break
       }

@@ -99,7 +99,8 @@ export class ViciConnection extends EventEmitter {
   private connected = false
   private everConnected = false
   private closing = false
-  private rx: Buffer = Buffer.alloc(0)
+  private rxChunks: Buffer[] = []
+  private rxLength = 0
   private waiter: Waiter | undefined
   private stream: { event: string, onEvent: (m: ViciSection) => void } | undefined
   private readonly queue: Job[] = []
@@ -161,9 +162,10 @@ export class ViciConnection extends EventEmitter {
   private attach (sock: net.Socket): void {
     this.socket = sock
     this.connected = true
-    this.rx = Buffer.alloc(0)
+    this.rxChunks = []
+    this.rxLength = 0
     sock.setNoDelay(true)
-    sock.on('data', (chunk: Buffer) => this.onData(chunk))
+    sock.on('data', (chunk: Buffer) => this.onData(sock, chunk))
     sock.on('error', (err) => this.log.debug({ err }, 'vici socket error'))
     sock.on('close', () => this.onClose(sock))
   }
@@ -190,17 +192,24 @@ export class ViciConnection extends EventEmitter {
 
   // ---- reader loop ------------------------------------------------------------
 
-  private onData (chunk: Buffer): void {
-    this.rx = this.rx.length === 0 ? chunk : Buffer.concat([this.rx, chunk])
-    while (this.rx.length >= HEADER) {
-      const len = this.rx.readUInt32BE(0)
+  /**
+   * Reassembly keeps the received chunks in a list and joins them once per segment,
+   * so a 512 KiB segment arriving in thousands of small chunks costs linear time
+   * (concatenating on every chunk was quadratic).
+   */
+  private onData (sock: net.Socket, chunk: Buffer): void {
+    if (this.socket !== sock) return // torn down: nothing more is read from it
+    this.rxChunks.push(chunk)
+    this.rxLength += chunk.length
+    while (this.rxLength >= HEADER) {
+      const head = this.take(HEADER, false)
+      const len = head.readUInt32BE(0)
       if (len > MAX_SEGMENT) {
         this.fail(new BeckonError('BECKON_ERR_VICI_LIMIT', `incoming segment of ${len} bytes exceeds ${MAX_SEGMENT}`))
         return
       }
-      if (this.rx.length < HEADER + len) return
-      const data = this.rx.subarray(HEADER, HEADER + len)
-      this.rx = this.rx.subarray(HEADER + len)
+      if (this.rxLength < HEADER + len) return
+      const data = this.take(HEADER + len, true).subarray(HEADER)
       let packet: Packet
       try {
         packet = decodePacket(data)
@@ -209,8 +218,24 @@ export class ViciConnection extends EventEmitter {
         return
       }
       this.dispatch(packet)
-      if (this.socket === undefined) return
+      // dispatch may have torn the connection down (fail): stop at once.
+      if (this.socket !== sock) return
     }
+  }
+
+  /** The first `n` buffered bytes (n ≤ rxLength), consumed when `consume`. */
+  private take (n: number, consume: boolean): Buffer {
+    let first = this.rxChunks[0]!
+    if (first.length < n) {
+      first = Buffer.concat(this.rxChunks, this.rxLength)
+      this.rxChunks = [first]
+    }
+    if (!consume) return first.subarray(0, n)
+    const out = first.subarray(0, n)
+    if (first.length === n) this.rxChunks.shift()
+    else this.rxChunks[0] = first.subarray(n)
+    this.rxLength -= n
+    return out
   }
 
   private dispatch (p: Packet): void {
@@ -249,14 +274,20 @@ export class ViciConnection extends EventEmitter {
   /** Tears the socket down after a protocol error; reconnect logic takes over. */
   private fail (err: BeckonError): void {
     this.log.warn({ err }, 'vici: dropping connection')
-    this.socket?.destroy(err)
+    const sock = this.socket
+    if (sock === undefined) return
+    // Detach now: 'close' comes later, and packets still buffered must not be dispatched
+    // to waiters of a connection that is already gone.
+    sock.pause()
+    sock.destroy(err)
+    this.onClose(sock, err)
   }
 
-  private onClose (sock: net.Socket): void {
+  private onClose (sock: net.Socket, cause?: BeckonError): void {
     if (this.socket !== sock) return
     this.socket = undefined
     this.connected = false
-    const err = new BeckonError('BECKON_ERR_VICI_CLOSED', this.closing ? 'closed by client' : 'charon closed the connection')
+    const err = new BeckonError('BECKON_ERR_VICI_CLOSED', this.closing ? 'closed by client' : cause !== undefined ? `dropped: ${cause.message}` : 'charon closed the connection')
     if (this.waiter !== undefined) {
       const w = this.waiter
       this.waiter = undefined

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { BeckonError } from '../../../../src/core/errors.js'
 import { generateRawKeyPair, privateKeyFromRaw, publicKeyFromRaw } from '../../../../src/core/keys.js'
 import {
-  MAX_TOKEN, ReplayCache, Tunnel, checkDialbackProof, dialbackProof, openSignal, sealSignal, type Signal,
+  MAX_TOKEN, ReplayCache, Tunnel, checkDialbackProof, dialbackProof, keyId, openSignal, sealSignal, type Signal,
 } from '../../../../src/proto/signal/token.js'
 import { rng, randInt, randBytes, seedOf } from '../../../helpers/random.js'
 import { decodeSms, encodeSms } from '../../../../src/channels/sms/udh.js'
@@ -144,4 +144,15 @@ t.test('dial-back proof checks', async (t) => {
   t.notOk(checkDialbackProof(k, randomBytes(12), p))
   t.notOk(checkDialbackProof(randomBytes(32), id, p))
   t.notOk(checkDialbackProof(k, id, p.subarray(0, 31)))
+})
+
+t.test('a small-order X25519 relay key is refused with a code, not an OpenSSL error', async (t) => {
+  for (const point of ['00'.repeat(32), '01' + '00'.repeat(31), 'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800']) {
+    const bad = publicKeyFromRaw('x25519', Buffer.from(point, 'hex').toString('base64url'))
+    const tok = sealSignal(sig(), relay.priv, gateway.pub)
+    // The token names the bad key's id, as a relay configured with it would.
+    tok.writeUInt16BE(keyId(bad), 1)
+    t.throws(() => openSignal(tok, { gatewayPrivate: gateway.priv, relays: [bad], now: NOW }), { code: 'BECKON_ERR_SIGNAL_UNKNOWN_KEY', message: /small order/ })
+    t.throws(() => sealSignal(sig(), relay.priv, bad), { code: 'BECKON_ERR_SIGNAL_UNKNOWN_KEY' })
+  }
 })
