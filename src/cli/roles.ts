@@ -18,7 +18,7 @@ import { connectTcp } from '../core/stream.js'
 import { Metrics } from '../core/metrics.js'
 import { checkPolicy } from '../ipsec/check.js'
 import { Catalog } from '../roles/relay/catalog.js'
-import { MemoryStore } from '../store/memory.js'
+import { memoryStore } from '../store/memory.js'
 import { describeStore, openStore } from '../store/open.js'
 import type { Store } from '../store/store.js'
 import { bootstrapToken, serveApi } from './api-server.js'
@@ -60,7 +60,7 @@ async function relayStore (cfg: RelayConfig, log: Logger): Promise<Store> {
   }
   await store.close()
   log.warn({ devices: yamlDevices }, 'relay: devices come from relay.yaml (in memory); run `beckon import` to manage them through the API')
-  const mem = new MemoryStore()
+  const mem = await memoryStore({ log })
   await mem.import(cfg.seed, 'relay.yaml')
   return mem
 }

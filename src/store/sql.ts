@@ -291,7 +291,7 @@ export class SqlStore implements Store {
     const stored = JSON.parse(json) as unknown
     return await this.run(`put ${kind}/${key}`, async () => await this.tx(true, async (db) => {
       const before = await this.readRecord(db, kind, key) as Kinds[K] | undefined
-      if (opts.create === true && before !== undefined) throw new BeckonError('BECKON_ERR_CONFLICT', `${kind} ${key} already exists`)
+      if (opts.create === true && before !== undefined) throw new BeckonError('BECKON_ERR_CONFLICT', `${kind} ${key}`)
       if (opts.replace === true && before === undefined) throw new BeckonError('BECKON_ERR_NOT_FOUND', `${kind} ${key}`)
       const at = Date.now()
       await this.writeRecord(db, kind, key, json, at)
@@ -464,7 +464,7 @@ export class SqlStore implements Store {
       try {
         await this.db.insertInto('sessions').values(row).execute()
       } catch (err) {
-        if (classify(err) === 'BECKON_ERR_CONFLICT') throw new BeckonError('BECKON_ERR_CONFLICT', `session ${s.id} already exists`)
+        if (classify(err) === 'BECKON_ERR_CONFLICT') throw new BeckonError('BECKON_ERR_CONFLICT', `session ${s.id}`)
         throw err
       }
     })

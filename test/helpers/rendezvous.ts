@@ -10,7 +10,8 @@ import { silentLogger } from '../../src/core/log.js'
 import { MemoryChannel } from '../../src/channels/channel.js'
 import { hashPassword } from '../../src/directory/directory.js'
 import { Catalog } from '../../src/roles/relay/catalog.js'
-import { MemoryStore } from '../../src/store/memory.js'
+import { memoryStore } from '../../src/store/memory.js'
+import type { Store } from '../../src/store/store.js'
 import { Relay } from '../../src/roles/relay/relay.js'
 import { parseRelayConfig } from '../../src/roles/relay/config.js'
 import { Gateway, parseGatewayConfig } from '../../src/roles/gateway/gateway.js'
@@ -22,7 +23,7 @@ export interface Rig {
   gateway: Gateway
   agent: Agent
   sms: MemoryChannel
-  store: MemoryStore
+  store: Store
   client: (user?: string, password?: string) => ClientOptions
   servicePort: number
   /** When false the "SMS" is swallowed, as if the gateway were down. */
@@ -77,7 +78,8 @@ export async function rig (t: Test, o: { wakeTimeout?: string, agentDown?: boole
     },
     ...o.relay,
   })
-  const store = new MemoryStore()
+  const store = await memoryStore()
+  t.teardown(() => store.close())
   await store.import(config.seed, 'relay.yaml')
   const relay = new Relay({
     config,

@@ -2,7 +2,7 @@
 // too small a scope, and a plain listener that refuses any request carrying a token.
 import t from 'tap'
 import { newToken } from '../../../src/api/auth.js'
-import { MemoryStore } from '../../../src/store/memory.js'
+import { memoryStore } from '../../../src/store/memory.js'
 import { fastifyRoutes, harness, json } from './helpers.js'
 
 type Need = 'none' | 'read' | 'write' | 'admin'
@@ -95,7 +95,7 @@ t.test('open routes need no token', async (t) => {
 })
 
 t.test('a plain listener refuses every request that carries a token', async (t) => {
-  const store = new MemoryStore()
+  const store = await memoryStore()
   const h = await harness(t, { store, secure: false })
   const urls = [...ROUTES.map(([r]) => concrete(r)), ['GET', '/docs'], ['GET', '/no/such/route']] as Array<[string, string]>
   for (const [method, url] of urls) {

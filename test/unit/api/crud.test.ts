@@ -123,7 +123,7 @@ for (const [kind, s] of Object.entries(KINDS)) {
     t.equal((await h.req('POST', s.path, { body: s.body(name) })).statusCode, 201)
     const dup = await h.req('POST', s.path, { body: s.body(name) })
     t.equal(dup.statusCode, 409)
-    t.same(json(dup), { code: 'BECKON_ERR_CONFLICT', message: `already exists: ${kind} ${name} exists` })
+    t.same(json(dup), { code: 'BECKON_ERR_CONFLICT', message: `already exists: ${kind} ${name}` })
 
     const mismatch = await h.req('PUT', `${s.path}/${name}`, { body: s.body('other') })
     t.equal(mismatch.statusCode, 400)

@@ -1,17 +1,18 @@
 /**
- * Fixtures for the management API's inject() tests: a fresh app over a MemoryStore,
+ * Fixtures for the management API's inject() tests: a fresh app over an in-memory SQLite store,
  * one token per scope, and small record builders. Nothing here listens.
  */
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { buildApi, type ApiDeps } from '../../../src/api/app.js'
 import { newToken } from '../../../src/api/auth.js'
 import { silentLogger } from '../../../src/core/log.js'
-import { MemoryStore } from '../../../src/store/memory.js'
+import { memoryStore } from '../../../src/store/memory.js'
+import type { Store } from '../../../src/store/store.js'
 import type { Device, Gateway, Policy, Scope, SessionRecord } from '../../../src/store/records.js'
 
 export interface Harness {
   app: FastifyInstance
-  store: MemoryStore
+  store: Store
   /** One token per scope, as `Authorization` header values. */
   auth: Record<Scope, string>
   /** The raw tokens. */
@@ -23,7 +24,8 @@ export interface Harness {
 export const KEY = (c: string): string => c.repeat(43)
 
 export async function harness (t: { teardown: (fn: () => unknown) => void }, extra: Partial<ApiDeps> = {}): Promise<Harness> {
-  const store = (extra.store as MemoryStore | undefined) ?? new MemoryStore()
+  const store = extra.store ?? await memoryStore()
+  if (extra.store === undefined) t.teardown(async () => await store.close())
   const tokens = {} as Harness['tokens']
   const auth = {} as Record<Scope, string>
   for (const scope of ['read', 'write', 'admin'] as const) {
@@ -98,7 +100,7 @@ export const session = (extra: Partial<SessionRecord> = {}): SessionRecord => ({
 })
 
 /** Seeds a gateway, a user and a device with a policy straight into the store. */
-export async function seedDevice (store: MemoryStore, name = 'phone1'): Promise<void> {
+export async function seedDevice (store: Store, name = 'phone1'): Promise<void> {
   if (await store.get('gateway', 'gw1') === undefined) await store.put('gateway', 'gw1', gateway(), 'test:setup')
   if (await store.get('user', 'alice') === undefined) await store.put('user', 'alice', { name: 'alice', groups: [] }, 'test:setup')
   await store.put('device', name, device(name), 'test:setup')

@@ -2,11 +2,13 @@
 // has, /docs, the rate limit, and bodies that are too large or not JSON (a coded 4xx,
 // never a 500, and the app keeps serving).
 import t from 'tap'
-import { MemoryStore } from '../../../src/store/memory.js'
+import { memoryStore } from '../../../src/store/memory.js'
+import type { Store } from '../../../src/store/store.js'
 import { fastifyRoutes, gateway, harness, json, openapiPath } from './helpers.js'
 
-class DownStore extends MemoryStore {
-  override async ping (): Promise<void> { throw new Error('database is locked') }
+/** A store whose round trips fail, as a locked or unreachable database's do. */
+async function downStore (): Promise<Store> {
+  return Object.assign(await memoryStore(), { ping: async (): Promise<void> => { throw new Error('database is locked') } })
 }
 
 t.test('/health: ok, degraded when a named check fails, 503 down when the store does', async (t) => {
@@ -20,7 +22,9 @@ t.test('/health: ok, degraded when a named check fails, 503 down when the store 
   t.equal(b.statusCode, 200)
   t.match(json(b), { status: 'degraded', checks: { store: { ok: true }, smtp: { ok: false, detail: 'connection refused' }, ldap: { ok: false, detail: 'timeout' } } })
 
-  const down = await harness(t, { store: new DownStore() })
+  const store = await downStore()
+  t.teardown(() => store.close())
+  const down = await harness(t, { store })
   const c = await down.req('GET', '/health', { as: null })
   t.equal(c.statusCode, 503)
   t.match(json(c), { status: 'down', checks: { store: { ok: false, detail: 'database is locked' } } })

@@ -1,4 +1,4 @@
-// The management commands against the real API: buildApi on a MemoryStore, served over
+// The management commands against the real API: buildApi on an in-memory SQLite store, served over
 // HTTPS on 127.0.0.1 port 0 with a throwaway self-signed certificate, driven through the
 // built `beckon` (dist/: `npx tsc -p tsconfig.json` first; `npm test` does it).
 import t, { type Test } from 'tap'
@@ -13,7 +13,7 @@ import { newToken } from '../../../src/api/auth.js'
 import { generateRawKeyPair } from '../../../src/core/keys.js'
 import { silentLogger } from '../../../src/core/log.js'
 import type { Device, Policy } from '../../../src/store/records.js'
-import { MemoryStore } from '../../../src/store/memory.js'
+import { memoryStore } from '../../../src/store/memory.js'
 import { BECKON } from '../../helpers/cli.js'
 
 if (!existsSync(BECKON)) throw new Error(`${BECKON} is missing: build first (npx tsc -p tsconfig.json)`)
@@ -24,7 +24,7 @@ const keyPath = join(dir, 'api.key')
 execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
   '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', keyPath, '-out', certPath], { stdio: 'ignore' })
 
-const store = new MemoryStore()
+const store = await memoryStore()
 const checked: Array<{ device: string, policy: Policy }> = []
 const app = await buildApi({
   store,
@@ -197,7 +197,7 @@ t.test('a duplicate is a 409: BECKON_ERR_CONFLICT on stderr, exit 1', async (t) 
     fails(t, ['device', 'add', 'patient-phone', '--gateway', 'gw-berlin', '--msisdn', '+4915100000000'], 'BECKON_ERR_CONFLICT', 1),
     fails(t, ['gateway', 'rm', 'gw-berlin'], 'BECKON_ERR_CONFLICT', 1),
   ])
-  t.equal(err.message, 'already exists: device patient-phone exists', 'the API\'s message, once')
+  t.equal(err.message, 'already exists: device patient-phone', 'the API\'s message, once')
   t.match(gw.message, /serves device patient-phone/)
 })
 

@@ -10,7 +10,7 @@ import { parseRelayConfig } from '../../../src/roles/relay/config.js'
 import { ipsecGrant } from '../../../src/roles/relay/ipsec.js'
 import { Catalog } from '../../../src/roles/relay/catalog.js'
 import { authorize } from '../../../src/roles/relay/policy.js'
-import { MemoryStore } from '../../../src/store/memory.js'
+import { memoryStore } from '../../../src/store/memory.js'
 import { silentLogger } from '../../../src/core/log.js'
 
 t.test('permanent addresses: stable, distinct, inside the ULA prefix', async (t) => {
@@ -95,7 +95,8 @@ t.test('relay grant: selectors from policy, PSK sealed for the agent and never i
     users: { 'dr-grey': { groups: ['physicians'] } },
     devices: { 'patient-phone': { msisdn: '+15550100', gateway_public_key: relayX.publicKey, agent_public_key: agent.publicKey, allow: [{ groups: ['physicians'], tcp: [8080], ipsec: true }, { users: ['dr-grey'], tcp: [22] }] } },
   })
-  const store = new MemoryStore()
+  const store = await memoryStore()
+  t.teardown(() => store.close())
   await store.import(cfg.seed, 'test')
   const snap = await new Catalog({ store, prefix: cfg.ipsec.prefix, log: silentLogger }).current()
   const entry = snap.devices.get('patient-phone')!
