@@ -3,10 +3,8 @@
 // NAT, descriptor to the agent), with the SMS hop's own share.
 // Reference: the targets (p50 ≤ 50 ms, p99 ≤ 150 ms); ratio = ours / target.
 // usage (root, after npm run build): node bench/rendezvous.mjs [sms-sessions] [mail-sessions] [--record]
-import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { parse as parseYaml, stringify as toYaml } from 'yaml'
-import { startRole, stopRole } from '../dist/lab/lab.js'
+import { labCli } from '../dist/lab/lab.js'
 import { ROOT, withLab, inNode, percentile, logLines, report, recordSection, machine } from './lib.mjs'
 
 const nums = process.argv.slice(2).filter((a) => /^\d+$/.test(a)).map(Number)
@@ -31,12 +29,8 @@ await withLab({ channels: ['sms', 'email'] }, async (st) => {
   ]
   // The e-mail column: the same sessions signalled through SMTP submission → Postfix →
   // Dovecot → IMAP IDLE at the gateway.
-  const relayYaml = join(st.stateDir, 'etc', 'relay.yaml')
-  const cfg = parseYaml(readFileSync(relayYaml, 'utf8'))
-  cfg.devices['patient-phone'].channels = ['email']
-  writeFileSync(relayYaml, toYaml(cfg))
-  await stopRole(st, 'relay')
-  await startRole(st, 'relay')
+  // Through the management API: the next CONNECT uses it, no restart.
+  await labCli(st, ['device', 'set', 'patient-phone', '--channels', 'email'])
   await inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-seq.mjs'), st.clientConfig, 'patient-phone:8080', '2'])
   const mail = JSON.parse(await inNode(st, 'client', [process.execPath, join(ROOT, 'bench/client-seq.mjs'), st.clientConfig, 'patient-phone:8080', String(nMail)])).map((r) => r.ms)
   rows.push(

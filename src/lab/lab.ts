@@ -90,6 +90,8 @@ export interface LabOptions {
   ipsecAuth?: 'psk' | 'pubkey'
   /** The sample device's signal channels, in order (default ['sms']). */
   channels?: Array<'sms' | 'email'>
+  /** API requests per minute per client address (default 1200; benches raise it). */
+  apiRateLimit?: number
 }
 
 const ip = (cidr: string): string => cidr.split('/')[0]!
@@ -359,7 +361,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       state_dir: join(stateDir, 'relay'),
       relay_id: 'relay-1',
       store: { sqlite: join(stateDir, 'relay', 'beckon.db') },
-      api: { listen: `127.0.0.1:${PORTS.api}`, tls: { cert: tls.apiCert, key: tls.apiKey }, vici: `unix://${join(stateDir, 'charon', 'relay', 'charon.vici')}` },
+      api: { listen: `127.0.0.1:${PORTS.api}`, tls: { cert: tls.apiCert, key: tls.apiKey }, vici: `unix://${join(stateDir, 'charon', 'relay', 'charon.vici')}`, ...(o.apiRateLimit === undefined ? {} : { rate_limit: o.apiRateLimit }) },
     })
     const ports = o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service]
     writeYaml(etc('seed.yaml'), {

@@ -66,6 +66,11 @@ interface Live {
   ended: { reason: string, actor: string } | undefined
   /** The user's groups when authorized: policy changes are re-checked against them. */
   groups: string[]
+  /**
+   * The session's store writes, chained: they run in order, off the CONNECT's critical
+   * path (a CONNECT never waits on the database), and the end waits for the open.
+   */
+  writes: Promise<void>
 }
 
 export interface RelayStats {
@@ -174,7 +179,7 @@ export class Relay {
       // IPsec parameters first: a device that cannot do IPsec fails before any SMS.
       const grant = target.mode === 'ipsec' ? ipsecGrant(this.cfg.ipsec, entry, user, snap.userAddress(user.name), selectors!, sessionId, key) : undefined
       const id = sessionId.toString('hex')
-      live = await this.open(id, user, device.name, target, client)
+      live = this.open(id, user, device.name, target, client)
       log = log.child({ session: id })
       const dialback = this.expectDialback(sessionId, key, device.name, device.wake_timeout_ms)
       const clientGone = new Promise<never>((_resolve, reject) => {
@@ -291,31 +296,37 @@ export class Relay {
     }
   }
 
-  private async open (id: string, user: User, device: string, target: Target, client: Socket): Promise<Live> {
+  private open (id: string, user: User, device: string, target: Target, client: Socket): Live {
     const record: SessionRecord = {
       id, relay: this.cfg.relayId, user: user.name, device, mode: target.mode, ...(target.mode === 'tcp' ? { port: target.port } : {}),
       stage: 'authorized', fallback: [], bytes_up: 0, bytes_down: 0, started_at: this.now(),
     }
-    const l: Live = { record, client, dial: undefined, base: undefined, ended: undefined, groups: user.groups }
+    const l: Live = { record, client, dial: undefined, base: undefined, ended: undefined, groups: user.groups, writes: Promise.resolve() }
     this.live.set(id, l)
     this.deps.metrics?.sessions.inc({ stage: 'authorized' })
-    await this.deps.store.sessionOpen(record)
+    this.write(l, 'open', () => this.deps.store.sessionOpen({ ...record }))
     return l
+  }
+
+  /** Queues one store write of a session behind its earlier ones; failures are logged. */
+  private write (l: Live, what: string, fn: () => Promise<void>): Promise<void> {
+    l.writes = l.writes.then(fn).catch((err: unknown) => { this.log.warn({ session: l.record.id, err: (err as Error).message }, `relay: session ${what} not recorded`) })
+    return l.writes
   }
 
   private stage (l: Live, stage: SessionRecord['stage'], extra: { channel?: string, fallback?: string[] } = {}): void {
     this.deps.metrics?.sessions.dec({ stage: l.record.stage })
     this.deps.metrics?.sessions.inc({ stage })
     Object.assign(l.record, { stage }, extra)
-    void this.deps.store.sessionUpdate(l.record.id, { stage, ...extra }).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'relay: session update failed'))
+    void this.write(l, 'update', () => this.deps.store.sessionUpdate(l.record.id, { stage, ...extra }))
   }
 
   private async close1 (l: Live, outcome: string, reason: string | undefined, up: number, down: number): Promise<void> {
     if (!this.live.delete(l.record.id)) return
     this.deps.metrics?.sessions.dec({ stage: l.record.stage })
     this.deps.metrics?.outcomes.inc({ outcome })
-    await this.deps.store.sessionEnd(l.record.id, { outcome, ...(reason === undefined ? {} : { reason }), bytes_up: up, bytes_down: down, at: this.now() })
-      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'relay: session end not recorded'))
+    const at = this.now()
+    await this.write(l, 'end', () => this.deps.store.sessionEnd(l.record.id, { outcome, ...(reason === undefined ? {} : { reason }), bytes_up: up, bytes_down: down, at }))
   }
 
   private endedError (l: Live): BeckonError | undefined {
