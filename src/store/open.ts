@@ -17,8 +17,8 @@
  *
  * Connection strings are logged and reported with their password replaced.
  */
-import { closeSync, openSync, realpathSync } from 'node:fs'
-import { isAbsolute, join, resolve } from 'node:path'
+import { closeSync, mkdirSync, openSync, realpathSync } from 'node:fs'
+import { dirname, isAbsolute, join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import pg from 'pg'
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely'
@@ -101,7 +101,9 @@ async function openSqlite (path: string, log: Logger): Promise<Store> {
   try {
     if (path !== ':memory:') {
       // Created 0600 before SQLite sees it: the file holds password and token hashes,
-      // and SQLite gives the -wal and -shm files the database file's mode.
+      // and SQLite gives the -wal and -shm files the database file's mode. A missing
+      // state directory is made private.
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
       closeSync(openSync(path, 'a', 0o600))
     }
     raw = new Database(path, { timeout: BUSY_TIMEOUT_MS })
