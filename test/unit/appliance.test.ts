@@ -39,7 +39,10 @@ t.test('example configs parse once their REPLACE markers are filled', async (t) 
     text = text.replaceAll('REPLACE', 'secret')
     return parse(text) as Record<string, unknown>
   }
-  t.ok(parseRelayConfig(fill('relay.yaml', { x25519_private: x.privateKey, ed25519_private: e.privateKey, gateway_public_key: x.publicKey })).seed.devices?.some((d) => d.name === 'patient-phone'))
+  const relay = parseRelayConfig(fill('relay.yaml', { x25519_private: x.privateKey, ed25519_private: e.privateKey }))
+  t.same(relay.seed.devices, [], 'devices live in the store, not in relay.yaml')
+  t.same(relay.api?.listen, { host: '127.0.0.1', port: 8444 }, 'the management API listens on loopback only')
+  t.same(relay.store, { sqlite: '/var/lib/beckon/beckon.db' })
   t.equal(parseGatewayConfig(fill('gateway.yaml', { x25519_private: x.privateKey, trusted_relays: `[${x.publicKey}]` })).terminals.size, 1)
   t.same(parseAgentConfig(fill('agent.yaml', { relay_keys: `[${e.publicKey}]` })).tcpPorts, [8080])
 })
