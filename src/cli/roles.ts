@@ -89,6 +89,7 @@ async function relay (configPath: string | undefined): Promise<void> {
   const store = await relayStore(cfg, log)
   const catalog = new Catalog({ store, prefix: cfg.ipsec.prefix, log, metrics, ldap: (s) => new LdapDirectory(s, log) })
   const r = new Relay({ config: cfg, catalog, store, channels, log, metrics })
+  await r.reapStale()
   await r.listen()
   // Kills flagged through another relay's API (shared store) are picked up here.
   const poll = setInterval(() => { void r.pollKills().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'relay: kill poll failed')) }, 1_000)

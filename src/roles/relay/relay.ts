@@ -359,11 +359,30 @@ export class Relay {
     return { ...l.record, bytes_up: up, bytes_down: down }
   }
 
-  /** Ends sessions another relay's API flagged in the shared store. */
+  /**
+   * Run each second while sessions are live: ends sessions another relay's API flagged in
+   * the shared store, and re-checks live sessions against a policy changed since the last
+   * CONNECT (a quiet relay would otherwise learn of it only at its next CONNECT).
+   */
   async pollKills (): Promise<void> {
     if (this.live.size === 0) return
+    await this.catalog()
     const flagged = await this.deps.store.listSessions({ live: true, relay: this.cfg.relayId, limit: 500 })
     for (const s of flagged) if (s.kill_requested !== undefined) this.kill(s.id, 'ended by an operator', s.kill_requested)
+  }
+
+  /**
+   * Sessions the store still shows live for this relay id belong to a previous run of
+   * this relay (it crashed or was killed): their sockets are gone. Ends them on record.
+   */
+  async reapStale (): Promise<number> {
+    const stale = (await this.deps.store.listSessions({ live: true, relay: this.cfg.relayId, limit: 500 })).filter((s) => !this.live.has(s.id))
+    for (const s of stale) {
+      await this.deps.store.sessionEnd(s.id, { outcome: 'BECKON_ERR_INTERNAL', reason: 'the relay restarted', bytes_up: s.bytes_up, bytes_down: s.bytes_down, at: this.now() })
+        .catch((err: unknown) => this.log.warn({ session: s.id, err: (err as Error).message }, 'relay: stale session not ended'))
+    }
+    if (stale.length > 0) this.log.warn({ sessions: stale.length }, 'relay: ended sessions left open by a previous run')
+    return stale.length
   }
 
   private async authenticate (req: http.IncomingMessage, client: Socket, snap: Snapshot): Promise<User> {
