@@ -78,6 +78,14 @@ export const ERRORS = {
   BECKON_ERR_SESSION_ENDED: { status: 410, message: 'session ended' },
   BECKON_ERR_IMPORT_CONFLICT: { status: 409, message: 'devices both in relay.yaml and in the store' },
 
+  // DNS steps A/B: publishing the device zone (RFC 2136 + TSIG) and resolving relays
+  BECKON_ERR_DNS_MALFORMED: { status: 502, message: 'malformed DNS message' },
+  BECKON_ERR_DNS_TSIG: { status: 502, message: 'DNS TSIG verification failed' },
+  BECKON_ERR_DNS_UPDATE_REFUSED: { status: 502, message: 'the DNS server refused the update' },
+  BECKON_ERR_DNS_UNAVAILABLE: { status: 503, message: 'DNS server unreachable' },
+  BECKON_ERR_DNS_LOOKUP: { status: 502, message: 'no relay found in DNS' },
+  BECKON_ERR_RELAYS_UNREACHABLE: { status: 503, message: 'no relay could be reached' },
+
   // lab / test network
   BECKON_ERR_LAB: { status: 500, message: 'lab network operation failed' },
 } as const satisfies Record<string, ErrorSpec>
