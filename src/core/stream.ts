@@ -6,9 +6,19 @@
  * flowing, as in any TCP proxy worth the name.
  *
  * Handshakes read exact, bounded amounts with a deadline and put back whatever
- * follows (`unshift`), so the splice that comes next loses no byte. The splice is two
- * `pipe`s: backpressure both ways, half-close passed on, nothing buffered beyond the
- * sockets' own high-water marks, and one side's error tears down both.
+ * follows (`unshift`), so the splice that comes next loses no byte. The splice moves
+ * each direction with backpressure, passes half-close on, buffers nothing beyond one
+ * read, and one side's error tears down both.
+ *
+ * Per hop, the copy loop is most of a relay's CPU (bench/splice, bench/hop). A plain
+ * TCP socket is read into one reused buffer per direction (libuv reads straight into
+ * it: the `onread: { buffer, callback }` mechanism of `net.Socket`, switched on after
+ * the handshake through the socket's own `useUserBuffer`), so no ArrayBuffer is
+ * allocated and collected per chunk and no Readable queue is involved. The buffer is
+ * read again only once the kernel has taken the bytes: when `write` could not finish
+ * synchronously the source stops reading until the write callback runs. Sockets whose
+ * handle cannot do this (TLS: the cleartext comes from the TLS layer) keep `pipe`.
+ * `BECKON_SPLICE=pipe` forces `pipe` everywhere (benches compare the two).
  */
 import net, { type Socket } from 'node:net'
 import { BeckonError } from './errors.js'
@@ -98,11 +108,58 @@ export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: num
     b.setKeepAlive(true, 30_000)
     a.setNoDelay(true)
     b.setNoDelay(true)
-    a.pipe(b)
-    b.pipe(a)
+    const pipeOnly = process.env.BECKON_SPLICE === 'pipe'
+    if (pipeOnly || !copyWithUserBuffer(a, b)) a.pipe(b)
+    if (pipeOnly || !copyWithUserBuffer(b, a)) b.pipe(a)
     a.resume()
     b.resume()
   })
+}
+
+/** Bytes per read on the reused-buffer path (one buffer per direction). */
+export const SPLICE_READ_BYTES = 64 * 1024
+
+interface UserBufferHandle { useUserBuffer?: (buf: Uint8Array) => void, readStart: () => number, reading: boolean }
+
+/** The socket's private symbol for `description` (net.Socket keeps the onread state there). */
+function socketSymbol (sock: Socket, description: string): symbol | undefined {
+  return Object.getOwnPropertySymbols(sock).find((s) => s.description === description)
+}
+
+/**
+ * Moves src → dst through one reused buffer; false (nothing changed) when src's handle
+ * cannot read into a user buffer, so the caller falls back to `pipe`.
+ */
+function copyWithUserBuffer (src: Socket, dst: Socket): boolean {
+  const handle = (src as unknown as { _handle: UserBufferHandle | null })._handle
+  const kBuffer = socketSymbol(src, 'kBuffer')
+  const kBufferCb = socketSymbol(src, 'kBufferCb')
+  if (handle === null || typeof handle.useUserBuffer !== 'function' || kBuffer === undefined || kBufferCb === undefined) return false
+  if ('encrypted' in src) return false
+  // What the handshake read past its end goes first, in order.
+  let early: Buffer | null
+  while ((early = src.read() as Buffer | null) !== null) dst.write(early)
+  const buf = Buffer.allocUnsafe(SPLICE_READ_BYTES)
+  let waiting = false
+  const written = (): void => {
+    if (!waiting) return
+    waiting = false
+    // Mirrors net's tryReadStart: the handle was stopped when the callback said false.
+    if (!src.destroyed && !handle.reading) { handle.reading = true; handle.readStart() }
+  }
+  const s = src as unknown as Record<symbol, unknown>
+  s[kBuffer] = buf
+  s[kBufferCb] = (n: number): boolean => {
+    dst.write(buf.subarray(0, n), written)
+    // Flushed synchronously: buf is free again. Otherwise the kernel holds a reference
+    // to it until the write callback, so stop reading until then.
+    if (dst.writableLength === 0) return true
+    waiting = true
+    return false
+  }
+  handle.useUserBuffer(buf)
+  src.once('end', () => dst.end())
+  return true
 }
 
 /** Connects with a deadline; the socket comes back paused, ready for a handshake. */

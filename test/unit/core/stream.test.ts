@@ -1,0 +1,110 @@
+// splice on loopback sockets (port 0): bytes both ways in order, what a handshake read
+// past its end, half-close, backpressure without unbounded buffering, teardown on
+// error; on the reused-buffer path and on the `pipe` fallback alike.
+import t from 'tap'
+import { createHash, randomBytes } from 'node:crypto'
+import net, { type AddressInfo, type Socket } from 'node:net'
+import { connectTcp, readExact, splice } from '../../../src/core/stream.js'
+
+/** A hop: accepts on port 0, reads `handshake` bytes, then splices to `target`. */
+async function hop (targetPort: number, handshake = 0): Promise<{ port: number, moved: Array<Promise<{ aToB: number, bToA: number }>>, server: net.Server }> {
+  const moved: Array<Promise<{ aToB: number, bToA: number }>> = []
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+    sock.pause()
+    sock.on('error', () => {})
+    moved.push((async () => {
+      if (handshake > 0) await readExact(sock, handshake, 'hello', 2_000)
+      const up = await connectTcp('127.0.0.1', targetPort, 2_000)
+      return await splice(sock, up)
+    })())
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { port: (server.address() as AddressInfo).port, moved, server }
+}
+
+/** Echo server that hashes what it got and answers with the digest after the peer's FIN. */
+async function hasher (): Promise<{ port: number, server: net.Server }> {
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    const h = createHash('sha256')
+    s.on('data', (d: Buffer) => h.update(d))
+    s.on('end', () => s.end(h.digest()))
+    s.on('error', () => {})
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { port: (server.address() as AddressInfo).port, server }
+}
+
+function collect (s: Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = []
+    s.on('data', (d: Buffer) => parts.push(d))
+    s.on('end', () => resolve(Buffer.concat(parts)))
+    s.on('error', reject)
+  })
+}
+
+for (const mode of ['userbuf', 'pipe'] as const) {
+  t.test(`${mode}: 8 MiB through two hops arrive in order; half-close carries the answer back`, async (t) => {
+    if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
+    t.teardown(() => { delete process.env.BECKON_SPLICE })
+    const sink = await hasher()
+    const h2 = await hop(sink.port)
+    const h1 = await hop(h2.port, 4)
+    t.teardown(() => { for (const s of [sink.server, h1.server, h2.server]) s.close() })
+    const data = randomBytes(8 << 20)
+    const c = net.connect({ port: h1.port, host: '127.0.0.1', allowHalfOpen: true })
+    const answer = collect(c)
+    // The hello and the first data leave in one write: the handshake reads past its end.
+    c.write(Buffer.concat([Buffer.from('HELO'), data.subarray(0, 1000)]))
+    for (let off = 1000; off < data.length; off += 300_000) c.write(data.subarray(off, off + 300_000))
+    c.end()
+    t.same(await answer, createHash('sha256').update(data).digest())
+    const [m1, m2] = await Promise.all([h1.moved[0]!, h2.moved[0]!])
+    t.equal(m1.aToB, data.length, 'hop 1 counts the bytes after the hello')
+    t.equal(m2.aToB, data.length)
+    t.equal(m1.bToA, 32)
+  })
+
+  t.test(`${mode}: a reader that does not read holds the writer back (bounded buffering)`, async (t) => {
+    if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
+    t.teardown(() => { delete process.env.BECKON_SPLICE })
+    let slow: Socket | undefined
+    const gotSlow = new Promise<Socket>((resolve) => {
+      const srv = net.createServer({ allowHalfOpen: true }, (s) => { s.pause(); slow = s; resolve(s) })
+      srv.listen(0, '127.0.0.1')
+      t.teardown(() => { slow?.destroy(); srv.close() })
+      srv.once('listening', () => resolveSrv((srv.address() as AddressInfo).port))
+    })
+    let resolveSrv!: (p: number) => void
+    const port = await new Promise<number>((resolve) => { resolveSrv = resolve })
+    const h = await hop(port)
+    t.teardown(() => h.server.close())
+    const c = net.connect({ port: h.port, host: '127.0.0.1' })
+    c.on('error', () => {})
+    await gotSlow
+    const chunk = Buffer.alloc(1 << 20)
+    let queued = 0
+    for (let i = 0; i < 64; i++) { c.write(chunk); queued += chunk.length }
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    // Kernel buffers on both sockets plus at most one read in the hop: far below 64 MiB.
+    t.ok(c.writableLength > 32 << 20, `the writer still holds ${c.writableLength} bytes`)
+    c.destroy()
+    t.ok(queued > 0)
+  })
+
+  t.test(`${mode}: an error on one side closes the other`, async (t) => {
+    if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
+    t.teardown(() => { delete process.env.BECKON_SPLICE })
+    const sink = await hasher()
+    const h = await hop(sink.port)
+    t.teardown(() => { sink.server.close(); h.server.close() })
+    const c = net.connect({ port: h.port, host: '127.0.0.1' })
+    c.on('error', () => {})
+    await new Promise((resolve) => c.once('connect', resolve))
+    c.write('x')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    c.resetAndDestroy()
+    const moved = await h.moved[0]!
+    t.equal(moved.bToA, 0)
+  })
+}
