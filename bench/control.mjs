@@ -57,7 +57,7 @@ await withLab({ apiRateLimit: 10_000_000 }, async (st) => {
     ['connect-to-200 p50 (ms)', p50, recorded.p50, recorded.p50 / p50, `${n} sequential sessions, store in the path; reference = recorded before the store (ratio ≥ 1: no slower)`],
     ['connect-to-200 p99 (ms)', p99, recorded.p99, recorded.p99 / p99, 'same sessions'],
     ['connect-to-200 p50, local user (ms)', percentile(local, 50), p50, p50 / percentile(local, 50), 'reference = the LDAP user above: ratio > 1 is what the directory adds'],
-    ['store time per CONNECT (ms)', perConnectMs, 1, 1 / perConnectMs, 'revision read (SQLite, WAL) from the relay\'s /metrics; reference = the 1 ms goal'],
+    ['store time per CONNECT (ms)', perConnectMs, 'target ≤ 1', '-', 'revision read (SQLite, WAL) from the relay\'s /metrics; not a measured peer'],
   ]
   const text = report('bench/control', rows)
   if (record) recordSection('control', text, `Namespace lab; management API on the relay's TLS listener, SQLite store; load from the relay node. ${machine()}.`)

@@ -1,7 +1,9 @@
 // bench/rendezvous: CONNECT→200 latency over 200 sequential sessions in the namespace
 // lab (TLS CONNECT, SMPP signal through the lab SMSC, dial-back through the carrier
 // NAT, descriptor to the agent), with the SMS hop's own share.
-// Reference: the issue's targets (p50 ≤ 50 ms, p99 ≤ 150 ms); ratio = ours / target.
+// No measured peer here: the reference column holds the issue's targets (p50 ≤ 50 ms,
+// p99 ≤ 150 ms), labelled as such, and no ratio is printed (bench/peers measures the
+// de-facto peer, an OpenSSH reverse tunnel).
 // usage (root, after npm run build): node bench/rendezvous.mjs [sms-sessions] [mail-sessions] [--record]
 import { join } from 'node:path'
 import { labCli } from '../dist/lab/lab.js'
@@ -22,8 +24,8 @@ await withLab({ channels: ['sms', 'email'] }, async (st) => {
   const sms = out.map((r) => got.get(r.session) - sent.get(r.session)).filter((v) => Number.isFinite(v))
   const p = (v, q) => percentile(v, q)
   const rows = [
-    ['connect-to-200 p50 (ms)', p(lat, 50), 50, p(lat, 50) / 50, `${n} sequential sessions`],
-    ['connect-to-200 p99 (ms)', p(lat, 99), 150, p(lat, 99) / 150, 'target: ratio ≤ 1'],
+    ['connect-to-200 p50 (ms)', p(lat, 50), 'target ≤ 50', '-', `${n} sequential sessions; ${p(lat, 50) <= 50 ? 'meets' : 'misses'} the target`],
+    ['connect-to-200 p99 (ms)', p(lat, 99), 'target ≤ 150', '-', `${p(lat, 99) <= 150 ? 'meets' : 'misses'} the target`],
     ['sms hop p50 (ms)', p(sms, 50), '-', '-', `${(100 * p(sms, 50) / p(lat, 50)).toFixed(0)} % of p50 (relay submit_sm → gateway verified)`],
     ['sms hop p99 (ms)', p(sms, 99), '-', '-', `${sms.length} sessions matched in the logs`],
   ]
