@@ -3,7 +3,12 @@
  *
  * The relay binds as a transmitter and sends signals with `submit_sm`; the gateway binds
  * as a receiver and gets them in `deliver_sm`. Both connections are outbound from our
- * side, as an SMSC expects. A PDU the library cannot parse leaves its session wedged,
+ * side, as an SMSC expects.
+ *
+ * Submits are windowed (SMPP 5.0 §2.7.1, "window size"): up to `window` submit_sm are in
+ * flight at once, each matched to its submit_sm_resp by sequence number, so a burst of
+ * rendezvous does not wait one SMSC round trip per signal; past the window they wait in
+ * a bounded queue (`maxWaiting`, then a coded refusal), never without bound. A PDU the library cannot parse leaves its session wedged,
  * so any session error destroys that session and the bind is re-established.
  */
 import { EventEmitter } from 'node:events'
@@ -23,8 +28,14 @@ export interface SmppBindOptions {
   addressRange?: string
   reconnect?: { initialMs: number, maxMs: number }
   enquireLinkMs?: number
+  /** submit_sm in flight at once (default 10). */
+  window?: number
+  /** submits waiting for a window slot before further ones are refused (default 1000). */
+  maxWaiting?: number
   log?: Logger
 }
+
+interface WaitingSubmit { start: () => void, reject: (err: Error) => void }
 
 const DATA_CODING_BINARY = 0x04
 const ESM_UDHI = 0x40
@@ -58,6 +69,10 @@ export class SmppBind extends EventEmitter {
   private backoffMs = 0
   private timer: NodeJS.Timeout | undefined
   private readonly log: Logger
+  private inFlight = 0
+  private readonly waiting: WaitingSubmit[] = []
+  /** The most submit_sm that were in flight at once (benches and tests read it). */
+  maxInFlight = 0
 
   constructor (private readonly o: SmppBindOptions) {
     super()
@@ -151,12 +166,37 @@ export class SmppBind extends EventEmitter {
 
   /** Sends 8-bit binary user data (already carrying its UDH); resolves with the message id. */
   submit (destination: string, source: string, sms: Buffer, timeoutMs = 5_000): Promise<string> {
+    if (this.session === undefined || !this.isBound) {
+      return Promise.reject(new BeckonError('BECKON_ERR_CHANNEL_UNAVAILABLE', `not bound to ${this.o.url}`))
+    }
+    return new Promise((resolve, reject) => {
+      const start = (): void => { this.send1(destination, source, sms, timeoutMs).then(resolve, reject) }
+      if (this.inFlight < (this.o.window ?? 10)) { start(); return }
+      if (this.waiting.length >= (this.o.maxWaiting ?? 1_000)) {
+        reject(new BeckonError('BECKON_ERR_CHANNEL_UNAVAILABLE', `SMPP window full and ${this.waiting.length} submits waiting`))
+        return
+      }
+      this.waiting.push({ start, reject })
+    })
+  }
+
+  /** One submit_sm in the window; the slot is freed once, by the response or the timeout. */
+  private send1 (destination: string, source: string, sms: Buffer, timeoutMs: number): Promise<string> {
     const session = this.session
     if (session === undefined || !this.isBound) {
       return Promise.reject(new BeckonError('BECKON_ERR_CHANNEL_UNAVAILABLE', `not bound to ${this.o.url}`))
     }
+    this.inFlight++
+    if (this.inFlight > this.maxInFlight) this.maxInFlight = this.inFlight
+    let released = false
+    const release = (): void => {
+      if (released) return
+      released = true
+      this.inFlight--
+      this.next()
+    }
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new BeckonError('BECKON_ERR_CHANNEL_UNAVAILABLE', `submit_sm unanswered after ${timeoutMs} ms`)), timeoutMs)
+      const timer = setTimeout(() => { release(); reject(new BeckonError('BECKON_ERR_CHANNEL_UNAVAILABLE', `submit_sm unanswered after ${timeoutMs} ms`)) }, timeoutMs)
       const sent = session.submit_sm({
         source_addr: source,
         destination_addr: destination,
@@ -166,19 +206,27 @@ export class SmppBind extends EventEmitter {
         short_message: sms,
       }, (resp) => {
         clearTimeout(timer)
+        release()
         if (resp.command_status !== 0) reject(new BeckonError('BECKON_ERR_CHANNEL_REFUSED', `submit_sm status 0x${resp.command_status.toString(16)}`))
         else resolve(resp.message_id ?? '')
       })
       if (!sent) {
         clearTimeout(timer)
+        release()
         reject(new BeckonError('BECKON_ERR_CHANNEL_UNAVAILABLE', 'SMPP socket not writable'))
       }
     })
   }
 
+  /** Starts the oldest waiting submit when a slot is free. */
+  private next (): void {
+    while (this.inFlight < (this.o.window ?? 10) && this.waiting.length > 0) this.waiting.shift()!.start()
+  }
+
   async stop (): Promise<void> {
     this.stopped = true
     clearTimeout(this.timer)
+    for (const w of this.waiting.splice(0)) w.reject(new BeckonError('BECKON_ERR_CHANNEL_UNAVAILABLE', 'SMPP bind stopped'))
     const s = this.session
     if (s === undefined) return
     await new Promise<void>((resolve) => {

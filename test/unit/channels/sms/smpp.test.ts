@@ -3,6 +3,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { once } from 'node:events'
 import net from 'node:net'
+import smpp from 'smpp'
 import { SmppBind, SmppSmsReceiver, SmppSmsSender, type ReceivedSignal } from '../../../../src/channels/sms/smpp.js'
 import { Smsc } from '../../../../src/lab/smsc.js'
 import { decodeSms, encodeSms, SIGNAL_PORT } from '../../../../src/channels/sms/udh.js'
@@ -138,4 +139,47 @@ t.test('garbage bytes to the SMSC close only that connection', async (t) => {
   await once(sock, 'close')
   t.pass('the offending connection was closed')
   t.match(await tx.submit('+15550100', 'x', encodeSms(Buffer.alloc(5))), /^\d+$/, 'other binds unaffected')
+})
+
+t.test('submits are windowed: several in flight, never more than the window, the rest wait in order', async (t) => {
+  // An SMSC stub that holds every submit_sm_resp until told, so the window is visible.
+  const held: Array<() => void> = []
+  let outstanding = 0
+  let peak = 0
+  const order: string[] = []
+  const server = smpp.createServer((s: smpp.Session) => {
+    s.on('error', () => {})
+    s.on('bind_transmitter', (pdu: smpp.PDU) => s.send(pdu.response({ system_id: 'stub' })))
+    s.on('enquire_link', (pdu: smpp.PDU) => s.send(pdu.response()))
+    s.on('unbind', (pdu: smpp.PDU) => { s.send(pdu.response()); s.close() })
+    s.on('submit_sm', (pdu: smpp.PDU) => {
+      outstanding++
+      peak = Math.max(peak, outstanding)
+      order.push(pdu.destination_addr ?? '')
+      held.push(() => { outstanding--; s.send(pdu.response({ message_id: pdu.destination_addr })) })
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { for (const s of server.sessions) s.destroy(); server.close() })
+  const url = `smpp://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+  const tx = new SmppBind({ url, systemId: 'relay', password: 'pw', mode: 'transmitter', window: 4, maxWaiting: 8 })
+  t.teardown(() => tx.stop())
+  tx.start()
+  await tx.waitBound(2000)
+  const sends = Array.from({ length: 12 }, (_, i) => tx.submit(`+1555${i}`, 'beckon', Buffer.alloc(20, i)))
+  // Past window + waiting: refused at once, with a code.
+  await t.rejects(tx.submit('+1555overflow', 'beckon', Buffer.alloc(20)), { code: 'BECKON_ERR_CHANNEL_UNAVAILABLE', message: /window full/ })
+  while (held.length < 4) await new Promise((resolve) => setTimeout(resolve, 5))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(outstanding, 4, 'four submit_sm in flight before any answer')
+  // Answer them one by one; each answer lets exactly one waiting submit out.
+  while (held.length > 0) {
+    held.shift()!()
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  const ids = await Promise.all(sends)
+  t.same(ids, Array.from({ length: 12 }, (_, i) => `+1555${i}`), 'each caller gets its own message id')
+  t.equal(peak, 4, 'never more than the window in flight')
+  t.equal(tx.maxInFlight, 4)
+  t.same(order, ids, 'waiting submits leave in the order they came')
 })
