@@ -1,9 +1,9 @@
-// TCP round trips: `server <port>` echoes; `client <host> <port> <n>` sends 32-byte
+// TCP round trips: `server <port> [host] [v6only]` echoes; `client <host> <port> <n>` sends 32-byte
 // pings one at a time and prints {"medianMs","p99Ms"}.
 import net from 'node:net'
 const [mode, a, b, c] = process.argv.slice(2)
 if (mode === 'server') {
-  net.createServer((s) => { s.setNoDelay(true); s.pipe(s); s.on('error', () => {}) }).listen(Number(a), '::')
+  net.createServer((s) => { s.setNoDelay(true); s.pipe(s); s.on('error', () => {}) }).listen({ port: Number(a), host: b ?? '::', ipv6Only: c === 'v6only' })
 } else {
   const n = Number(c)
   const s = net.connect({ host: a, port: Number(b) })
