@@ -19,6 +19,7 @@ import { createLogger } from '../core/log.js'
 import { NetlinkHostAddresses } from '../ipsec/host.js'
 import { TunnelManager } from '../ipsec/tunnels.js'
 import { ViciSession } from '../proto/vici/session.js'
+import { resolveRelays, systemResolver, type RelayTarget } from '../dns/resolve.js'
 import { openSession, type ClientOptions, type Session, type Stage } from '../roles/client/client.js'
 import { openTunnel, type Tunnel } from '../roles/client/ipsec.js'
 import { exitWithError, onTerminate } from './output.js'
@@ -39,10 +40,12 @@ function clientFields (flags: ConnectFlags): Fields {
   return new Fields(loadRoleConfig('client', path), path ?? 'client config')
 }
 
-function clientOptions (flags: ConnectFlags): ClientOptions {
+function clientOptions (flags: ConnectFlags, fromDns?: RelayTarget[]): ClientOptions {
   const f = clientFields(flags)
   const raw = { ...f.obj }
   if (flags.relay !== undefined) raw.relay = flags.relay
+  const first = fromDns?.[0]
+  if (first !== undefined) raw.relay = `${first.host.includes(':') ? `[${first.host}]` : first.host}:${first.port}`
   // The config's password belongs to the config's user, not to one given with --user.
   if (flags.user !== undefined && flags.user !== raw.user) { raw.user = flags.user; delete raw.password }
   if (process.env.BECKON_PASSWORD !== undefined) raw.password = process.env.BECKON_PASSWORD
@@ -52,6 +55,7 @@ function clientOptions (flags: ConnectFlags): ClientOptions {
   const ca = g.optStr('ca')
   return {
     relay: g.hostPort('relay'),
+    ...(fromDns === undefined ? {} : { relays: fromDns.map((r) => ({ host: r.host, port: r.port, name: r.name })), connectTimeoutMs: g.ms('relay_connect_timeout', 1_000) }),
     tls: tls ? { ca: ca === undefined ? undefined : readFileSync(ca), servername: g.optStr('servername') } : undefined,
     user: g.optStr('user'),
     password: g.optStr('password'),
@@ -59,12 +63,34 @@ function clientOptions (flags: ConnectFlags): ClientOptions {
   }
 }
 
+/**
+ * Steps A/B: a target `<device>.<zone>` (or `<device>` with `zone` in the config), when no
+ * relay is configured or the relay is `dns`, is looked up as SRV `_beckon._tcp.<device>.<zone>`
+ * through this host's resolver; the relays are tried in RFC 2782 order. Otherwise the
+ * configured relay is used and the device is the target's first label.
+ */
+async function plan (target: string, flags: ConnectFlags): Promise<{ device: string, opts: ClientOptions }> {
+  const f = clientFields(flags)
+  const relay = flags.relay ?? (f.has('relay') ? f.str('relay') : undefined)
+  const zone = f.optStr('zone')
+  const named = target.includes('.')
+  if (relay !== undefined && relay !== 'dns') return { device: named ? target.split('.')[0]! : target, opts: clientOptions(flags) }
+  if (!named && zone === undefined) throw new BeckonError('BECKON_ERR_USAGE', `no relay: pass --relay host:port, or name the device as <device>.<zone> (or set zone in the client config) to find relays in DNS`)
+  const fqdn = named ? target.replace(/\.$/, '') : `${target}.${zone!}`
+  const found = await resolveRelays(fqdn, systemResolver(1_000))
+  const line = { stage: 'resolved', name: fqdn, relays: found.relays.map((r) => `${r.name} ${r.host}:${r.port} priority ${r.priority}`), skipped: found.skipped.map((s) => `${s.name}: ${s.reason}`) }
+  if (flags.json === true) process.stderr.write(JSON.stringify(line) + '\n')
+  else process.stderr.write(`beckon: ${fqdn} → ${line.relays.join(', ')}${line.skipped.length > 0 ? ` (skipped ${line.skipped.join(', ')})` : ''}\n`)
+  return { device: fqdn.split('.')[0]!, opts: clientOptions({ ...flags, relay: undefined }, found.relays) }
+}
+
 function reporter (json: boolean, device: string): (stage: Stage, detail: Record<string, unknown>) => void {
   return (stage, d) => {
     if (json) { process.stderr.write(JSON.stringify({ stage, ...d }) + '\n'); return }
     const ms = typeof d.elapsedMs === 'number' ? ` (${d.elapsedMs} ms)` : ''
     const text: Record<Stage, string> = {
-      connecting: `connecting to relay ${String(d.relay)}`,
+      connecting: `connecting to relay ${d.name === undefined ? '' : `${String(d.name)} `}${String(d.relay)}`,
+      'relay-failed': `relay ${d.name === undefined ? '' : `${String(d.name)} `}${String(d.relay)} failed (${String(d.code)}: ${String(d.reason)})${d.next === undefined ? '' : `; trying ${String(d.next)}`}`,
       requested: `asking for ${device}${ms}`,
       signalled: `signalled via ${String(d.channel ?? '?')}; waiting for call-back${ms}`,
       'called-back': `terminal called back${ms}`,
@@ -77,8 +103,8 @@ function reporter (json: boolean, device: string): (stage: Stage, detail: Record
 }
 
 /** IPsec mode (the default): a tunnel to the device's permanent address until Ctrl-C. */
-async function connectIpsec (device: string, flags: ConnectFlags): Promise<void> {
-  const opts = clientOptions(flags)
+async function connectIpsec (target: string, flags: ConnectFlags): Promise<void> {
+  const { device, opts } = await plan(target, flags)
   const ip = clientFields(flags).sub('ipsec')
   const pk = ip.sub('pubkey')
   const log = createLogger({ name: 'client', destination: 2, level: process.env.BECKON_LOG_LEVEL ?? 'warn' })
@@ -104,8 +130,8 @@ async function connectIpsec (device: string, flags: ConnectFlags): Promise<void>
   await stop(1)
 }
 
-async function connect (device: string, flags: ConnectFlags): Promise<void> {
-  if (flags.tcp === undefined) return await connectIpsec(device, flags)
+async function connect (targetName: string, flags: ConnectFlags): Promise<void> {
+  if (flags.tcp === undefined) return await connectIpsec(targetName, flags)
   const port = Number(flags.tcp)
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new BeckonError('BECKON_ERR_USAGE', `--tcp ${flags.tcp} is not a port`)
   const localSpec = flags.L ?? flags.listen
@@ -114,7 +140,7 @@ async function connect (device: string, flags: ConnectFlags): Promise<void> {
   if (m === null) throw new BeckonError('BECKON_ERR_USAGE', `-L ${localSpec}: expected [host:]port`)
   const localHost = m[1] ?? '127.0.0.1'
   const localPort = Number(m[2])
-  const opts = clientOptions(flags)
+  const { device, opts } = await plan(targetName, flags)
   const target = `${device}:${port}`
   const report = reporter(flags.json === true, target)
 
@@ -142,8 +168,8 @@ async function connect (device: string, flags: ConnectFlags): Promise<void> {
 
 export function registerConnect (program: Command): void {
   program.command('connect').description('reach a device through the relay and forward a local port to it')
-    .argument('<device>', 'device name, e.g. patient-phone')
-    .option('--relay <host:port>', 'relay client listener')
+    .argument('<device>', 'device name (patient-phone, with --relay or a configured relay) or <device>.<zone> (relays from DNS SRV)')
+    .option('--relay <host:port>', 'relay client listener, or `dns` to find relays in DNS')
     .option('--tcp <port>', 'raw TCP mode to this service port (default: IPsec mode to the device\'s permanent address)')
     .option('-L, --listen <[host:]port>', 'local port to forward')
     .option('--user <name>', 'user name (password from the config or BECKON_PASSWORD)')

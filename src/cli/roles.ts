@@ -18,6 +18,8 @@ import { connectTcp } from '../core/stream.js'
 import { Metrics } from '../core/metrics.js'
 import { checkPolicy } from '../ipsec/check.js'
 import { Catalog } from '../roles/relay/catalog.js'
+import { DnsPublisher } from '../dns/publisher.js'
+import { deviceView } from '../api/routes/devices.js'
 import { memoryStore } from '../store/memory.js'
 import { describeStore, openStore } from '../store/open.js'
 import type { Store } from '../store/store.js'
@@ -94,6 +96,15 @@ async function relay (configPath: string | undefined): Promise<void> {
   // Kills flagged through another relay's API (shared store) are picked up here.
   const poll = setInterval(() => { void r.pollKills().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'relay: kill poll failed')) }, 1_000)
   poll.unref()
+  // Steps A/B: the device zone follows the store (reconciled now, then each revision).
+  let dns: DnsPublisher | undefined
+  if (cfg.dns !== undefined) {
+    const prefix = cfg.ipsec.prefix
+    dns = new DnsPublisher({ store, config: cfg.dns, addressOf: (d) => deviceView(prefix, d).address!, log })
+    const pub = dns
+    health.dns = async () => pub.health()
+    await dns.start()
+  }
   let api: Awaited<ReturnType<typeof serveApi>> | undefined
   if (cfg.api !== undefined) {
     const viciUri = cfg.api.vici
@@ -120,7 +131,7 @@ async function relay (configPath: string | undefined): Promise<void> {
       }),
     })
   }
-  onShutdown(log, async () => { clearInterval(poll); await api?.close(); await r.close(); await bind?.stop(); mail?.close(); await store.close() })
+  onShutdown(log, async () => { clearInterval(poll); await dns?.stop(); await api?.close(); await r.close(); await bind?.stop(); mail?.close(); await store.close() })
 }
 
 /** A TCP connect to host:port within 2 s. */

@@ -4,7 +4,7 @@
  */
 import net, { type Socket } from 'node:net'
 import tls from 'node:tls'
-import { BeckonError, ERRORS, type ErrorCode } from '../../core/errors.js'
+import { BeckonError, ERRORS, toBeckonError, type ErrorCode } from '../../core/errors.js'
 import { basicAuth, readResponse } from '../../proto/connect/connect.js'
 
 export interface ClientOptions {
@@ -16,9 +16,20 @@ export interface ClientOptions {
   token?: string
   /** Overall deadline for the 200; the relay's wake timeout normally answers first. */
   timeoutMs?: number
+  /**
+   * Relays to try in this order (from DNS SRV, steps A/B); `relay` is then ignored. A relay
+   * that refuses the connection, times out (`connectTimeoutMs`) or fails TLS is skipped for
+   * the next; an HTTP answer from a relay is the answer.
+   */
+  relays?: RelayChoice[]
+  /** TCP + TLS connect deadline per relay (default 10 s; 1 s with `relays`). */
+  connectTimeoutMs?: number
 }
 
-export type Stage = 'connecting' | 'requested' | 'signalled' | 'called-back' | 'connected' | 'ipsec-loaded' | 'tunnel-up'
+export type Stage = 'connecting' | 'relay-failed' | 'requested' | 'signalled' | 'called-back' | 'connected' | 'ipsec-loaded' | 'tunnel-up'
+
+/** One relay from DNS: the address to connect to and its host name (TLS server name). */
+export interface RelayChoice { host: string, port: number, name?: string }
 
 export interface Session {
   socket: Socket
@@ -55,12 +66,43 @@ function dial (o: ClientOptions, timeoutMs: number): Promise<Socket> {
   })
 }
 
+/** CONNECT through `o.relay`, or through the first of `o.relays` that answers. */
 export async function openSession (o: ClientOptions, target: string, onStage?: (stage: Stage, detail: Record<string, unknown>) => void): Promise<Session> {
+  if (o.relays === undefined) return await openSessionAt(o, target, onStage)
+  const failed: string[] = []
+  for (const [i, r] of o.relays.entries()) {
+    const at = `${net.isIPv6(r.host) ? `[${r.host}]` : r.host}:${r.port}`
+    const opts: ClientOptions = {
+      ...o,
+      relay: { host: r.host, port: r.port },
+      connectTimeoutMs: o.connectTimeoutMs ?? 1_000,
+      tls: o.tls === undefined ? undefined : { ...o.tls, servername: o.tls.servername ?? r.name },
+    }
+    // Once the CONNECT is written the relay has it: what follows is its answer, not a reason to
+    // try another relay (which would signal the device a second time).
+    let requested = false
+    try {
+      return await openSessionAt(opts, target, (stage, d) => {
+        if (stage === 'requested') requested = true
+        onStage?.(stage, stage === 'connecting' ? { ...d, ...(r.name === undefined ? {} : { name: r.name }) } : d)
+      })
+    } catch (err) {
+      if (requested || (err as { httpStatus?: number }).httpStatus !== undefined) throw err
+      const e = toBeckonError(err)
+      failed.push(`${r.name ?? at} (${at}): ${e.message}`)
+      const next = o.relays[i + 1]
+      onStage?.('relay-failed', { relay: at, ...(r.name === undefined ? {} : { name: r.name }), code: e.code, reason: e.message, ...(next === undefined ? {} : { next: next.name ?? `${next.host}:${next.port}` }) })
+    }
+  }
+  throw new BeckonError('BECKON_ERR_RELAYS_UNREACHABLE', failed.length === 0 ? 'no relay to try' : failed.join('; '))
+}
+
+async function openSessionAt (o: ClientOptions, target: string, onStage?: (stage: Stage, detail: Record<string, unknown>) => void): Promise<Session> {
   const started = Date.now()
   const timeoutMs = o.timeoutMs ?? 15 * 60_000
   const elapsed = (): number => Date.now() - started
   onStage?.('connecting', { relay: `${o.relay.host}:${o.relay.port}` })
-  const sock = await dial(o, Math.min(timeoutMs, 10_000))
+  const sock = await dial(o, Math.min(timeoutMs, o.connectTimeoutMs ?? 10_000))
   sock.on('error', () => {})
   try {
     const auth = o.token !== undefined ? `Bearer ${o.token}` : o.user !== undefined ? basicAuth(o.user, o.password ?? '') : undefined

@@ -58,6 +58,19 @@ export interface RelayConfig {
   /** Names this relay in session records (several relays share a store). */
   relayId: string
   api: ApiListen | undefined
+  /** Steps A/B: publish the device zone into an authoritative server (src/dns/publisher.ts). */
+  dns: RelayDns | undefined
+}
+
+/** relay.yaml `dns:` — the zone, the server taking TSIG-signed updates, the relays to publish. */
+export interface RelayDns {
+  server: { host: string, port: number }
+  zone: string
+  tsig: { name: string, algorithm: 'hmac-sha256', secret: Buffer }
+  /** In SRV order; priority defaults to 10, 20, … by position. */
+  relays: Array<{ host: string, address: string | undefined, port: number, priority: number, weight: number }>
+  /** Seconds. */
+  ttl: number
 }
 
 function v6 (f: Fields, key: string): string {
@@ -77,7 +90,7 @@ function ports (f: Fields, key: string): number[] {
 export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig {
   const f = new Fields(obj, source)
   known(f, ['client_listen', 'tls', 'allow_plain_basic', 'dialback_listen', 'public_address', 'dialback_port', 'keys', 'signal_ttl', 'max_pending',
-    'rate_per_user_per_minute', 'smpp', 'smtp', 'ipsec', 'users', 'devices', 'gateways', 'store', 'state_dir', 'relay_id', 'api'])
+    'rate_per_user_per_minute', 'smpp', 'smtp', 'ipsec', 'users', 'devices', 'gateways', 'store', 'state_dir', 'relay_id', 'api', 'dns'])
   const keys = f.sub('keys')
   const dialbackListen = f.hostPort('dialback_listen', '0.0.0.0:7001')
   const tls = f.has('tls') ? { cert: f.sub('tls').str('cert'), key: f.sub('tls').str('key') } : undefined
@@ -104,10 +117,12 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
     ca: sm.optStr('ca'),
     domain: sm.str('domain', 'beckon.invalid'),
   }
+  const clientListen = f.hostPort('client_listen', '0.0.0.0:8080')
   return {
     smtp,
     ipsec,
-    clientListen: f.hostPort('client_listen', '0.0.0.0:8080'),
+    clientListen,
+    dns: f.has('dns') ? parseDns(f.sub('dns'), clientListen.port) : undefined,
     tls,
     allowPlainBasic: f.bool('allow_plain_basic', false),
     dialbackListen,
@@ -132,6 +147,32 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
         }
       : undefined,
   }
+}
+
+const DOMAIN = /^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/i
+
+function parseDns (d: Fields, clientPort: number): RelayDns {
+  known(d, ['server', 'zone', 'tsig', 'relays', 'ttl'])
+  const zone = d.str('zone').replace(/\.$/, '')
+  if (!DOMAIN.test(zone)) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}.zone: ${zone} is not a domain name`)
+  const raw = d.str('server')
+  const server = new Fields({ server: /:\d+$/.test(raw) ? raw : `${raw.includes(':') ? `[${raw}]` : raw}:53` }, d.path).hostPort('server')
+  const t = d.sub('tsig')
+  known(t, ['name', 'algorithm', 'secret'])
+  const algorithm = t.str('algorithm', 'hmac-sha256')
+  if (algorithm !== 'hmac-sha256') throw new BeckonError('BECKON_ERR_CONFIG', `${t.path}.algorithm: only hmac-sha256 (got ${algorithm})`)
+  const b64 = t.str('secret').trim()
+  const secret = Buffer.from(b64, 'base64')
+  // The message names the key, never the value (it is a secret).
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || b64.length % 4 !== 0 || secret.length < 16) throw new BeckonError('BECKON_ERR_CONFIG', `${t.path}.secret must be base64 of at least 16 bytes (tsig-keygen prints one)`)
+  const relays = d.list('relays').map((r, i) => {
+    known(r, ['host', 'address', 'port', 'priority', 'weight'])
+    const host = r.str('host').replace(/\.$/, '')
+    if (!DOMAIN.test(host)) throw new BeckonError('BECKON_ERR_CONFIG', `${r.path}.host: ${host} is not a host name`)
+    return { host, address: r.has('address') ? r.ip('address') : undefined, port: r.num('port', clientPort, 1, 65535), priority: r.num('priority', 10 * (i + 1), 0, 65535), weight: r.num('weight', 0, 0, 65535) }
+  })
+  if (relays.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}.relays: list at least one relay (host, address, port)`)
+  return { server, zone, tsig: { name: t.str('name'), algorithm, secret }, relays, ttl: d.num('ttl', 30, 0, 86400) }
 }
 
 /** A YAML rule `{ users, groups, tcp: [ports], ipsec }` as a policy rule. */
