@@ -60,5 +60,6 @@ await withLab({ apiRateLimit: 10_000_000 }, async (st) => {
     ['store time per CONNECT (ms)', perConnectMs, 'target ≤ 1', '-', 'revision read (SQLite, WAL) from the relay\'s /metrics; not a measured peer'],
   ]
   const text = report('bench/control', rows)
-  if (record) recordSection('control', text, `Namespace lab; management API on the relay's TLS listener, SQLite store; load from the relay node. ${machine()}.`)
+  if (record) recordSection('control', text, `Namespace lab; management API on the relay's TLS listener, SQLite store; load from the relay node. ${machine()}.\n\n` +
+      '**What limits us.** API throughput is the relay process at a full core (TLS, fastify, JSON) with the load generator on the other core.')
 })

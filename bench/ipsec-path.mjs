@@ -115,7 +115,10 @@ await withLab({ sink: true }, async (st) => {
       ['TCP RTT p99 (ms)', ours.rtt.p99Ms, ref.rtt.p99Ms, med(results.map((r) => r.ref.rtt.p99Ms / r.ours.rtt.p99Ms)), '300 sequential 32-byte echoes; latency ratios = ref/ours (≥ 1: ours lower)'],
       ...Object.keys(ours.cpuPerGB).map((k) => [`cpu s/GB ${k}`, ours.cpuPerGB[k], ref.cpuPerGB[k] ?? '-', k.startsWith('charon') ? med(results.map((r) => r.ref.cpuPerGB[k] / r.ours.cpuPerGB[k])) : '-', k.startsWith('charon') ? 'userspace ESP (kernel-libipsec)' : 'our hop; not in the reference path']),
     ])
-    if (record) recordSection('ipsec-path', text, `Namespace lab, kernel-libipsec (userspace ESP) on both ends, PSK, AES-256-GCM. ${machine()}.`)
+    if (record) recordSection('ipsec-path', text, `Namespace lab, kernel-libipsec (userspace ESP) on both ends, PSK, AES-256-GCM. ${machine()}.\n\n` +
+      '**What limits us.** Both charons run ESP in user space (kernel-libipsec: the kernel here has no ESP); each is near a full core during iperf3, ' +
+      'so the two of them, the bridges (client `connect`, agent) and the relay hops compete for two cores. The direct reference has the same charons but ' +
+      'none of our hops; the bridges add one loopback UDP send and receive per packet each way and the framing on the TCP stream.')
   } finally {
     for (const p of servers) p.kill('SIGKILL')
   }

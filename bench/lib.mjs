@@ -85,5 +85,8 @@ export function recordSection (name, text, context) {
 export function machine () {
   const cpu = readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? 'unknown CPU'
   const cores = readFileSync('/proc/cpuinfo', 'utf8').split('\n').filter((l) => l.startsWith('processor')).length
-  return `${cores} × ${cpu}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`
+  // Other engineers' tests share this machine: the load says how much to trust CPU figures.
+  const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
+  const busy = Number(load.split(' ')[0]) > cores ? ' — the machine was busy with other work; CPU figures carry that noise, the paired ratios less so' : ''
+  return `${cores} × ${cpu}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}, load average ${load} at the end of the bench${busy}`
 }

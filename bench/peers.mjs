@@ -207,7 +207,14 @@ await withLab({ sink: true }, async (st) => {
       )
     }
     const text = report('bench/peers (a) reaching the service', rowsA) + '\n\n' + report('bench/peers (b) encrypted tunnel over the TCP path', rowsB)
-    if (record) recordSection('peers', text, `Namespace lab, same run, paired rounds. (a) ref = OpenSSH ${'ssh -J'} through a terminal-held \`ssh -R\` to a bastion sshd on the relay node. (b) OpenVPN ${'2.6'} (TCP, AES-256-GCM, no DCO) carried by a Beckon raw-TCP session over the same relay/gateway/agent hops; \`ssh -L\` over the reverse tunnel (no gateway hop). ${machine()}.`)
+    const limits = '\n\n**What limits us.** (a) Of Beckon\'s connect→first byte, ' +
+      `${median(fb.map((r) => r.beckon.started)).toFixed(0)} ms is starting Node and loading the CLI, ${median(fb.map((r) => r.beckon.connected - r.beckon.started)).toFixed(0)} ms the rendezvous (CONNECT→200) ` +
+      `and ${median(fb.map((r) => r.beckon.tunnelUp - r.beckon.connected)).toFixed(0)} ms programming charon and IKE through the relay; ssh starts in a few ms and needs two handshakes over a path that is already up. ` +
+      '(b) Per GB, the client and terminal hosts dominate: charon\'s userspace ESP (kernel-libipsec, no kernel ESP here) plus the RFC 8229 bridges\' loopback UDP ' +
+      'per packet; OpenVPN does the same job (TUN, AES-GCM in user space) in one process per end, and ssh -L carries TCP streams without a TUN device at all. ' +
+      'The relay and gateway columns of the OpenVPN rows are our own hops carrying its bytes (raw-TCP session), so those ratios compare the IPsec bridges\' ' +
+      'framing against none.'
+    if (record) recordSection('peers', text, `Namespace lab, same run, paired rounds. (a) ref = OpenSSH ${'ssh -J'} through a terminal-held \`ssh -R\` to a bastion sshd on the relay node. (b) OpenVPN ${'2.6'} (TCP, AES-256-GCM, no DCO) carried by a Beckon raw-TCP session over the same relay/gateway/agent hops; \`ssh -L\` over the reverse tunnel (no gateway hop). ${machine()}.${limits}`)
   } finally {
     for (const p of procs.reverse()) await stop(p)
     if (madeRunSshd) { try { rmdirSync('/run/sshd') } catch {} }

@@ -40,5 +40,8 @@ await withLab({ channels: ['sms', 'email'] }, async (st) => {
     ['connect-to-200 p99 via e-mail (ms)', p(mail, 99), '-', '-', 'no target set for e-mail'],
   )
   const text = report('bench/rendezvous', rows)
-  if (record) recordSection('rendezvous', text, `Namespace lab, one process per role; lab SMSC for the SMS hop, Postfix + Dovecot for e-mail. ${machine()}.`)
+  if (record) recordSection('rendezvous', text, `Namespace lab, one process per role; lab SMSC for the SMS hop, Postfix + Dovecot for e-mail. ${machine()}.\n\n` +
+      '**What limits us.** Sequential sessions never load a process: the time is the sum of round trips and small CPU steps (TLS handshake, signal ' +
+      'seal, SMPP submit → deliver, dial-back, descriptor signature and reply). The SMS hop is a few ms of it; e-mail is bound by Postfix queueing ' +
+      'and IMAP IDLE notification, not by our code. bench/peers compares the whole connect with OpenSSH; bench/scale loads it.')
 })

@@ -81,7 +81,11 @@ await withLab({ sink: true }, async (st) => {
       ['cpu s/GiB gateway hop', median(used.gateway), median(used['haproxy@gateway']), paired('haproxy@gateway', 'gateway'), 'plain TCP both sides; target ≥ 1.0'],
       ['cpu s/GiB agent hop', median(used.agent), '-', '-', 'no counterpart in the reference'],
     ])
-    if (record) recordSection('splice', text, `Namespace lab, TLS at the relay in both paths. ${machine()}.`)
+    if (record) recordSection('splice', text, `Namespace lab, TLS at the relay in both paths; HAProxy with its defaults (no \`option splice-auto\`: it copies through user space too). ${machine()}.\n\n` +
+      '**What limits us.** The client process (one Node, writing 1 MiB chunks over TLS) and the relay share two cores with the agent, the gateway and the sink, so ' +
+      'throughput is bound by total CPU rather than by one hop. The relay hop is TLS on the client side: its cleartext comes from the TLS layer, so that side ' +
+      'keeps the stream `pipe` and pays AES-GCM plus the copy; the dial-back side reads into a reused buffer. The gateway hop is plain TCP both ways and uses ' +
+      'the reused-buffer loop (bench/hop: where its CPU goes). The agent hop has no counterpart in the reference path and is the price of the terminal agent.')
   } finally {
     for (const p of procs) p.kill('SIGKILL')
   }
