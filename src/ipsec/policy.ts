@@ -44,6 +44,11 @@ export function validatePolicy (policy: Policy, ctx: PolicyContext): void {
   const services = ctx.device.services ?? []
   policy.rules.forEach((rule, i) => checkRule(policy, rule, `policy.rules[${i}]`, ctx, services))
   checkOverlaps(policy.rules)
+  // psk mode seals each session's PSK for the agent's X25519 key: without the key every
+  // IPsec CONNECT would fail after the signal — refuse it here instead.
+  if (policy.auth === 'psk' && ctx.device.agent_public_key === undefined && policy.rules.some((r) => r.ipsec)) {
+    throw invalid(`policy.auth: psk needs device ${ctx.device.name}'s agent_public_key (PSKs are sealed for the agent); set it, or use pubkey`)
+  }
 }
 
 function checkLifetimes (p: Policy): void {

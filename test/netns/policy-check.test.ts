@@ -30,6 +30,7 @@ const device: Device = {
   port: 7400,
   channels: ['sms'],
   wake_timeout_ms: 15_000,
+  agent_public_key: 'A'.repeat(43),
   address: 'fd00:beca:0:2::2',
   services: [],
 }

@@ -57,6 +57,7 @@ export const deviceBody = (name = 'phone1', gw = 'gw1', extra: Record<string, un
   name,
   gateway: gw,
   msisdn: '+4915112345678',
+  agent_public_key: KEY('A'),
   services: [{ name: 'glucose', port: 8080 }],
   ...extra,
 })
@@ -68,6 +69,7 @@ export const device = (name = 'phone1', gw = 'gw1', extra: Partial<Device> = {})
   port: 7400,
   channels: ['sms'],
   wake_timeout_ms: 15_000,
+  agent_public_key: KEY('A'),
   services: [{ name: 'glucose', protocol: 'tcp', port: 8080 }],
   ...extra,
 })

@@ -203,6 +203,9 @@ t.test('a duplicate is a 409: BECKON_ERR_CONFLICT on stderr, exit 1', async (t) 
 
 t.test('policy set from flags, then from a file, then check', async (t) => {
   t.match(await fails(t, ['policy', 'show', 'patient-phone'], 'BECKON_ERR_NOT_FOUND', 1), { message: /has no policy/ })
+  // psk mode seals PSKs for the agent: refused while the device has no agent key.
+  t.match(await fails(t, ['policy', 'set', 'patient-phone', '--allow', 'group:physicians tcp/8443'], 'BECKON_ERR_POLICY_INVALID', 1), { message: /agent_public_key/ })
+  await json(t, ['device', 'set', 'patient-phone', '--agent-key', agentKey])
   const p = await json<Policy>(t, ['policy', 'set', 'patient-phone', '--allow', 'group:physicians,user:dr-grey tcp/8443', '--allow', 'user:dr-grey udp/5683',
     '--ike-rekey', '4h', '--child-rekey', '1h', '--dpd', '20s', '--esp', 'aes256gcm16,chacha20poly1305'])
   t.match(p, { auth: 'psk', ike_rekey_s: 14_400, child_rekey_s: 3600, dpd_s: 20, esp_proposals: ['aes256gcm16', 'chacha20poly1305'], raw_tcp: false })
@@ -308,7 +311,7 @@ t.test('audit lists the changes, filters, and follows pages with --all', async (
   }
   t.ok(page.entries.every((e) => e.actor === adminActor))
 
-  t.same(devices.entries.map((e) => e.action), ['device.update', 'device.create'], 'newest first')
+  t.same(devices.entries.map((e) => e.action), ['device.update', 'device.update', 'device.create'], 'newest first')
   t.same(future.entries, [])
   const total = (await store.queryAudit({ limit: 500 })).entries.length
   t.equal(paged.entries.length, 3)

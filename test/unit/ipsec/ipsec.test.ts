@@ -48,7 +48,7 @@ const params: IpsecParams = {
   ikeRekeyS: 14400,
   childRekeyS: 3600,
   dpdS: 30,
-  pskSealed: 'AAAA',
+  pskSealed: 'A'.repeat(64),
 }
 
 t.test('charon configs from a descriptor', async (t) => {

@@ -9,6 +9,7 @@ const device: Device = {
   port: 7400,
   channels: ['sms'],
   wake_timeout_ms: 15_000,
+  agent_public_key: 'A'.repeat(43),
   services: [],
 }
 const withServices: Device = {
@@ -145,4 +146,12 @@ t.test('grantFor: the union of the matching rules', async (t) => {
   t.same(grantFor(p, device, { name: 'x', groups: ['nurses', 'physicians'] }), { protocol: 'tcp', ports: [8080, 8443], ipsec: [8080, 8443], rawTcp: [] }, 'tcp wins over udp: one protocol per session')
   t.same(grantFor({ ...p, raw_tcp: false }, device, { name: 'dr-grey', groups: [] }), { protocol: 'tcp', ports: [], ipsec: [], rawTcp: [] }, 'raw TCP off for the device')
   t.same(grantFor(p, withServices, { name: 'dr-house', groups: ['physicians'] }), { protocol: 'tcp', ports: [8080, 8443], ipsec: [8080, 8443], rawTcp: [] }, 'ports that are no longer services are left out')
+})
+
+t.test('psk mode needs the agent\'s key: PSKs are sealed for it', async (t) => {
+  const { agent_public_key: _k, ...keyless } = device
+  const p = policy({ auth: 'psk' })
+  t.throws(() => validatePolicy(p, { device: keyless }), { code: 'BECKON_ERR_POLICY_INVALID', message: /policy\.auth: psk needs device patient-phone's agent_public_key/ })
+  t.doesNotThrow(() => validatePolicy({ ...p, auth: 'pubkey' }, { device: keyless }), 'pubkey mode needs no agent key')
+  t.doesNotThrow(() => validatePolicy({ ...p, rules: p.rules.map((r) => ({ ...r, ipsec: false, raw_tcp: true })), raw_tcp: true }, { device: keyless }), 'raw TCP only needs no agent key')
 })
