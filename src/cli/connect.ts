@@ -19,6 +19,7 @@ import { createLogger } from '../core/log.js'
 import { NetlinkHostAddresses } from '../ipsec/host.js'
 import { TunnelManager } from '../ipsec/tunnels.js'
 import { ViciSession } from '../proto/vici/session.js'
+import { parseProxyUrl } from '../proto/connect/proxy.js'
 import { resolveRelays, systemResolver, type RelayTarget } from '../dns/resolve.js'
 import { openSession, type ClientOptions, type Session, type Stage } from '../roles/client/client.js'
 import { openTunnel, type Tunnel } from '../roles/client/ipsec.js'
@@ -60,6 +61,8 @@ function clientOptions (flags: ConnectFlags, fromDns?: RelayTarget[]): ClientOpt
     user: g.optStr('user'),
     password: g.optStr('password'),
     token: g.optStr('token'),
+    // An HTTP proxy between the client and the relay; else HTTPS_PROXY/NO_PROXY.
+    proxy: g.has('proxy') ? parseProxyUrl(g.str('proxy'), `${f.path}.proxy`) : undefined,
   }
 }
 

@@ -6,14 +6,16 @@
 import type { Command } from 'commander'
 import { BeckonError } from '../core/errors.js'
 import { NODE_NAMES, labDown, labExec, labStatus, labUp, type LabState } from '../lab/lab.js'
+import { parseNetVariants } from '../lab/variants.js'
+import { Fields } from '../core/config.js'
 import { exitWithError, printJson } from './output.js'
 
-interface LabFlags { stateDir: string, prefix: string, json?: boolean, withSink?: boolean, ipsecAuth?: string, channels?: string }
+interface LabFlags { stateDir: string, prefix: string, json?: boolean, withSink?: boolean, ipsecAuth?: string, channels?: string, net?: string, wakeDelay?: string, wakeTimeout?: string, natTimeout?: string }
 
 const defaults = { stateDir: process.env.BECKON_LAB_DIR ?? '/tmp/beckon-lab', prefix: process.env.BECKON_LAB_PREFIX ?? 'beckon' }
 
 function table (st: LabState): string {
-  const rows = NODE_NAMES.map((n) => `  ${n.padEnd(11)} ${st.nodes[n].netns.padEnd(20)} ${Object.entries(st.nodes[n].addresses).map(([i, a]) => `${i} ${a}`).join(', ')}`)
+  const rows = (Object.keys(st.nodes) as Array<typeof NODE_NAMES[number]>).map((n) => `  ${n.padEnd(11)} ${st.nodes[n].netns.padEnd(20)} ${Object.entries(st.nodes[n].addresses).map(([i, a]) => `${i} ${a}`).join(', ')}`)
   return [
     'nodes:',
     ...rows,
@@ -33,6 +35,7 @@ function table (st: LabState): string {
     '  beckon lab exec client -- curl -s http://127.0.0.1:18080/glucose',
     `  beckon lab exec client -- curl -s --proxytunnel --proxy https://${st.user.name}:${st.user.password}@${st.relay.client} --proxy-cacert ${st.relay.ca} http://${st.terminal.device}:8080/glucose`,
     `  beckon lab exec client -- curl -m 3 http://${st.terminal.services[0]}/glucose    # direct: refused by carrier-fw`,
+    ...(st.net.variants.length === 0 ? [] : [`network:   ${st.net.variants.join(', ')}${st.net.proxy === undefined ? '' : ` (egress proxy ${st.net.proxy.carrier}; clients ${st.net.proxy.clients})`}`]),
     `logs: ${st.stateDir}/logs`,
   ].join('\n')
 }
@@ -48,12 +51,28 @@ export function registerLab (program: Command): void {
     .option('--with-sink', 'also run the bench byte sink on terminal:9000 (bench/splice)')
     .option('--ipsec-auth <mode>', 'psk (default) or pubkey for the sample device')
     .option('--channels <list>', 'the sample device\'s signal channels in order: sms (default), email, sms,email')
+    .option('--net <variants>', 'carrier network variants, comma-separated: double-nat, symmetric-nat, egress-proxy, ipv6-only, lossy, sleepy, short-nat-timeout')
+    .option('--wake-delay <duration>', 'sleepy: how long the SMSC holds a message (default 60s)')
+    .option('--wake-timeout <duration>', 'the sample device\'s wake timeout (default 10s; sleepy 10m)')
+    .option('--nat-timeout <duration>', 'short-nat-timeout: carrier-fw\'s idle TCP timeout (default 30s)')
     .action(async (f: LabFlags) => {
       try {
         if (f.ipsecAuth !== undefined && f.ipsecAuth !== 'psk' && f.ipsecAuth !== 'pubkey') throw new BeckonError('BECKON_ERR_USAGE', '--ipsec-auth must be psk or pubkey')
         const channels = (f.channels ?? 'sms').split(',').map((c) => c.trim())
         if (channels.length === 0 || !channels.every((c) => c === 'sms' || c === 'email') || new Set(channels).size !== channels.length) throw new BeckonError('BECKON_ERR_USAGE', '--channels must list sms and/or email, e.g. sms,email')
-        const st = await labUp({ stateDir: f.stateDir, prefix: f.prefix, sink: f.withSink, ipsecAuth: f.ipsecAuth as 'psk' | 'pubkey' | undefined, channels: channels as Array<'sms' | 'email'> })
+        const d = new Fields({ wake_delay: f.wakeDelay, wake_timeout: f.wakeTimeout, nat_timeout: f.natTimeout }, 'lab up')
+        const natMs = d.has('nat_timeout') ? d.ms('nat_timeout') : undefined
+        const st = await labUp({
+          stateDir: f.stateDir,
+          prefix: f.prefix,
+          sink: f.withSink,
+          ipsecAuth: f.ipsecAuth as 'psk' | 'pubkey' | undefined,
+          channels: channels as Array<'sms' | 'email'>,
+          net: f.net === undefined ? [] : parseNetVariants(f.net),
+          ...(d.has('wake_delay') ? { wakeDelayMs: d.ms('wake_delay') } : {}),
+          ...(d.has('wake_timeout') ? { wakeTimeoutMs: d.ms('wake_timeout') } : {}),
+          ...(natMs === undefined ? {} : { natTimeoutS: Math.max(1, Math.round(natMs / 1000)) }),
+        })
         if (f.json === true) printJson(labStatus(st.stateDir))
         else process.stdout.write(table(st) + '\n')
       } catch (err) { exitWithError(err) }

@@ -148,7 +148,7 @@ async function gateway (configPath: string | undefined): Promise<void> {
   const g = new Gateway(cfg, log)
   let bind: SmppBind | undefined
   if (cfg.smpp !== undefined) {
-    bind = new SmppBind({ url: cfg.smpp.url, systemId: cfg.smpp.systemId, password: cfg.smpp.password, mode: 'receiver', addressRange: cfg.smpp.addressRange, log })
+    bind = new SmppBind({ url: cfg.smpp.url, systemId: cfg.smpp.systemId, password: cfg.smpp.password, mode: 'receiver', addressRange: cfg.smpp.addressRange, enquireLinkMs: cfg.natKeepaliveMs, log })
     g.attach(new SmppSmsReceiver(bind), 'sms')
     bind.start()
   }
@@ -191,6 +191,7 @@ async function smsc (configPath: string | undefined): Promise<void> {
   const log = createLogger({ name: 'smsc' })
   const s = new Smsc({
     accounts: f.entries('accounts').map(([systemId, a]) => ({ systemId, password: a.str('password'), addressRange: a.optStr('address_range') })),
+    holdMs: f.ms('hold', 0),
     log,
   })
   const listen = f.hostPort('listen', '0.0.0.0:2775')

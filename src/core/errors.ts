@@ -43,6 +43,7 @@ export const ERRORS = {
   BECKON_ERR_TERMINAL_UNREACHABLE: { status: 502, message: 'the gateway could not reach the terminal' },
   BECKON_ERR_TERMINAL_REFUSED: { status: 502, message: 'the terminal refused the session' },
   BECKON_ERR_DIALBACK_REFUSED: { status: 403, message: 'dial-back refused' },
+  BECKON_ERR_PROXY_REFUSED: { status: 502, message: 'the egress proxy refused the connection' },
   BECKON_ERR_DESCRIPTOR_INVALID: { status: 403, message: 'invalid session descriptor' },
 
   // access request signal (token) and dial-back

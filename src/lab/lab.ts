@@ -32,6 +32,7 @@ import { MAIL_DOMAIN, writeMailConfig } from './mail.js'
 import { run, waitFor } from '../core/exec.js'
 import { Netns, createNetns, deleteNetns, listNetns, veth } from './netns.js'
 import { LAB_LDAP_SUFFIX, slapdCommand, writeLdapConfig } from './ldap.js'
+import { CGNAT, PROXY, V6, firewallRules, netemArgs, squidConfig, type NetOptions, type NetVariant, type VariantNode } from './variants.js'
 
 export const NODE_NAMES = ['client', 'relay', 'smsc', 'mail', 'ldap', 'carrier-fw', 'gateway', 'terminal'] as const
 export type NodeName = typeof NODE_NAMES[number]
@@ -58,12 +59,14 @@ const BECKON_MAIN = join(PKG_ROOT, 'dist/cli/main.js')
 const GLUCOSE = join(PKG_ROOT, 'examples/telemedicine/glucose-service.mjs')
 const SINK = join(PKG_ROOT, 'bench/sink.mjs')
 
-export interface LabProcess { node: NodeName, pid: number, log: string, cmd: string[] }
+export interface LabProcess { node: NodeName | VariantNode, pid: number, log: string, cmd: string[] }
 
 export interface LabState {
   prefix: string
   stateDir: string
-  nodes: Record<NodeName, { netns: string, addresses: Record<string, string> }>
+  nodes: Record<NodeName, { netns: string, addresses: Record<string, string> }> & Partial<Record<VariantNode, { netns: string, addresses: Record<string, string> }>>
+  /** The carrier network's variants (src/lab/variants.ts) and their settings. */
+  net: NetOptions & { proxy?: { carrier: string, clients: string, user: string, password: string, accessLog: string, clientUrl: string } }
   relay: { client: string, dialback: string, ca: string }
   terminal: { device: string, msisdn: string, agent: string, services: string[], permanentAddress: string }
   user: { name: string, password: string, permanentAddress: string }
@@ -92,9 +95,36 @@ export interface LabOptions {
   channels?: Array<'sms' | 'email'>
   /** API requests per minute per client address (default 1200; benches raise it). */
   apiRateLimit?: number
+  /** Carrier network variants (src/lab/variants.ts), e.g. ['double-nat', 'lossy']. */
+  net?: NetVariant[]
+  /** sleepy: how long the SMSC holds a message (default 60 s). */
+  wakeDelayMs?: number
+  /** The device's wake timeout (default 10 s; with sleepy 10 min). */
+  wakeTimeoutMs?: number
+  /** short-nat-timeout: carrier-fw's idle TCP binding lifetime (default 30 s). */
+  natTimeoutS?: number
 }
 
 const ip = (cidr: string): string => cidr.split('/')[0]!
+/** host:port, IPv6 in brackets. */
+const hp = (addr: string, port: number): string => addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`
+
+/** The nodes' addresses under the given variants (public side IPv6 with ipv6-only). */
+export function labAddresses (net: readonly NetVariant[]): Record<NodeName, Record<string, string>> & Partial<Record<VariantNode, Record<string, string>>> {
+  const a: Record<string, Record<string, string>> = structuredClone(ADDRESSES)
+  if (net.includes('ipv6-only')) {
+    for (const n of PUBLIC) a[n] = { eth0: V6[n] }
+    a['carrier-fw'] = { inet0: V6.fwInet, carr0: ADDRESSES['carrier-fw'].carr0!, carr0v6: V6.fwCarrier }
+    a.gateway = { eth0: ADDRESSES.gateway.eth0!, eth0v6: V6.gateway }
+    a.terminal = { eth0: ADDRESSES.terminal.eth0!, eth0v6: V6.terminal }
+  }
+  if (net.includes('double-nat')) {
+    a['carrier-fw']!.inet0 = CGNAT.fwOutside
+    a.cgnat = { cgn0: CGNAT.inside, inet0: ADDRESSES['carrier-fw'].inet0! }
+  }
+  if (net.includes('egress-proxy')) a.proxy = { carr0: PROXY.carrier, inet0: PROXY.inet }
+  return a as ReturnType<typeof labAddresses>
+}
 
 function statePath (dir: string): string { return join(dir, 'lab.json') }
 
@@ -110,61 +140,89 @@ function nodeNs (prefix: string, node: NodeName | 'switch'): Netns {
 
 // ---- network --------------------------------------------------------------------
 
-async function buildNetwork (prefix: string): Promise<void> {
+async function buildNetwork (prefix: string, net: NetOptions): Promise<void> {
+  const v = (x: NetVariant): boolean => net.variants.includes(x)
+  const A = labAddresses(net.variants)
   const sw = await createNetns(`${prefix}-switch`)
   await sw.ip('link', 'add', 'br-inet', 'type', 'bridge')
   await sw.ip('link', 'add', 'br-carrier', 'type', 'bridge')
   await sw.up('br-inet')
   await sw.up('br-carrier')
-  const ns = Object.fromEntries(await Promise.all(NODE_NAMES.map(async (n) => [n, await createNetns(`${prefix}-${n}`)] as const))) as Record<NodeName, Netns>
+  if (v('double-nat')) {
+    await sw.ip('link', 'add', 'br-cgn', 'type', 'bridge')
+    await sw.up('br-cgn')
+  }
+  const names: Array<NodeName | VariantNode> = [...NODE_NAMES, ...(v('double-nat') ? ['cgnat' as const] : []), ...(v('egress-proxy') ? ['proxy' as const] : [])]
+  const ns = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await createNetns(`${prefix}-${n}`)] as const))) as Record<NodeName | VariantNode, Netns>
+  // IPv6 forwarding and addresses without router advertisements or DAD delays.
+  for (const n of names) await ns[n].exec('sysctl', ['-qw', 'net.ipv6.conf.all.accept_ra=0', 'net.ipv6.conf.default.accept_ra=0'])
 
-  const attach = async (node: NodeName, ifName: string, bridge: string, swIf: string): Promise<void> => {
+  const attach = async (node: NodeName | VariantNode, ifName: string, bridge: string, swIf: string): Promise<void> => {
     await veth(ns[node], ifName, sw, swIf)
     await sw.ip('link', 'set', swIf, 'master', bridge)
-    await ns[node].addAddress(ifName, ADDRESSES[node][ifName]!)
+    for (const [k, cidr] of Object.entries(A[node] ?? {})) if (k === ifName || k === `${ifName}v6`) await ns[node].addAddress(ifName, cidr)
   }
   for (const n of PUBLIC) await attach(n, 'eth0', 'br-inet', `i-${n}`)
-  await attach('carrier-fw', 'inet0', 'br-inet', 'i-fw')
+  await attach('carrier-fw', 'inet0', v('double-nat') ? 'br-cgn' : 'br-inet', v('double-nat') ? 'g-fw' : 'i-fw')
   await attach('carrier-fw', 'carr0', 'br-carrier', 'c-fw')
   for (const n of CARRIER) await attach(n, 'eth0', 'br-carrier', `c-${n}`)
+  if (v('double-nat')) {
+    await attach('cgnat', 'cgn0', 'br-cgn', 'g-cgnat')
+    await attach('cgnat', 'inet0', 'br-inet', 'i-cgnat')
+  }
+  if (v('egress-proxy')) {
+    await attach('proxy', 'carr0', 'br-carrier', 'c-proxy')
+    await attach('proxy', 'inet0', 'br-inet', 'i-proxy')
+  }
 
-  // Public nodes know the carrier range lies behind the firewall; carrier nodes use
-  // it as their default gateway (their only way out).
-  for (const n of PUBLIC) await ns[n].ip('route', 'add', '203.0.113.0/24', 'via', ip(ADDRESSES['carrier-fw'].inet0!))
-  for (const n of CARRIER) await ns[n].ip('route', 'add', 'default', 'via', ip(ADDRESSES['carrier-fw'].carr0!))
+  // Public nodes know the carrier range lies behind the firewall (the outermost NAT);
+  // carrier nodes use it as their default gateway (their only way out).
+  const edge = v('double-nat') ? A.cgnat!.inet0! : A['carrier-fw'].inet0!
+  if (v('ipv6-only')) {
+    for (const n of PUBLIC) await ns[n].ip('-6', 'route', 'add', V6.carrier, 'via', ip(V6.fwInet))
+    for (const n of CARRIER) await ns[n].ip('-6', 'route', 'add', 'default', 'via', ip(V6.fwCarrier))
+  } else {
+    for (const n of PUBLIC) await ns[n].ip('route', 'add', '203.0.113.0/24', 'via', ip(edge))
+  }
+  for (const n of CARRIER) await ns[n].ip('route', 'add', 'default', 'via', ip(A['carrier-fw'].carr0!))
 
   const fw = ns['carrier-fw']
-  await fw.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1'])
-  await fw.exec('nft', ['-f', '-'], { input: FIREWALL_RULES })
+  await fw.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1'])
+  const allowOut = v('egress-proxy')
+    ? [{ addr: ip(A.smsc.eth0!), port: PORTS.smpp }, { addr: ip(A.mail.eth0!), port: 993 }]
+    : undefined
+  await fw.exec('nft', ['-f', '-'], { input: firewallRules({ inside: 'carr0', outside: 'inet0', randomPorts: v('symmetric-nat'), allowOut, ipv6: v('ipv6-only') }) })
+  if (v('double-nat')) {
+    // The CGNAT: carrier-fw's outside is a private range; this router shares one
+    // public address among all carriers' firewalls behind it.
+    await fw.ip('route', 'add', 'default', 'via', ip(CGNAT.inside))
+    const cg = ns.cgnat
+    await cg.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1'])
+    await cg.ip('route', 'add', '203.0.113.0/24', 'via', ip(CGNAT.fwOutside))
+    await cg.exec('nft', ['-f', '-'], { input: firewallRules({ inside: 'cgn0', outside: 'inet0', randomPorts: v('symmetric-nat') }) })
+  }
+  if (v('egress-proxy')) {
+    // The proxy is dual-homed between the carrier and the Internet; it forwards nothing.
+    await ns.proxy.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0'])
+  }
+  if (v('short-nat-timeout')) {
+    // conntrack's sysctls are per namespace: this NAT forgets, the host does not.
+    await fw.exec('sysctl', ['-qw', `net.netfilter.nf_conntrack_tcp_timeout_established=${net.natTimeoutS ?? 30}`, 'net.netfilter.nf_conntrack_tcp_loose=0'])
+  }
+  if (v('lossy')) {
+    // Both directions of the carrier link: downlink leaves carrier-fw's carr0, uplink
+    // leaves the switch's port towards carrier-fw.
+    await fw.exec('tc', netemArgs('carr0'))
+    await sw.exec('tc', netemArgs('c-fw'))
+  }
 }
 
 /** carrier-fw: masquerade what leaves the carrier; nothing new comes in. */
-export const FIREWALL_RULES = `
-table inet beckon_fw {
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    ct state established,related accept
-    iifname "carr0" oifname "inet0" accept
-    counter comment "new inbound: dropped"
-  }
-  chain input {
-    type filter hook input priority filter; policy drop;
-    iif "lo" accept
-    ct state established,related accept
-    iifname "carr0" icmp type echo-request accept
-  }
-}
-table ip beckon_nat {
-  chain postrouting {
-    type nat hook postrouting priority srcnat;
-    oifname "inet0" masquerade
-  }
-}
-`
+export const FIREWALL_RULES = firewallRules({ inside: 'carr0', outside: 'inet0' })
 
 // ---- configs and credentials --------------------------------------------------------
 
-async function makeTls (dir: string): Promise<{ ca: string, cert: string, key: string, mailCert: string, mailKey: string, ldapCert: string, ldapKey: string, apiCert: string, apiKey: string }> {
+async function makeTls (dir: string, A: Record<NodeName, Record<string, string>>): Promise<{ ca: string, cert: string, key: string, mailCert: string, mailKey: string, ldapCert: string, ldapKey: string, apiCert: string, apiKey: string }> {
   const o = (f: string): string => join(dir, f)
   await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', o('ca.key'), '-out', o('ca.crt'), '-days', '30', '-subj', '/CN=Beckon lab CA'])
   const issue = async (name: string, host: string, addr: string): Promise<void> => {
@@ -172,9 +230,9 @@ async function makeTls (dir: string): Promise<{ ca: string, cert: string, key: s
     await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', o(`${name}.key`), '-out', o(`${name}.csr`), '-subj', `/CN=${host}`])
     await run('openssl', ['x509', '-req', '-in', o(`${name}.csr`), '-CA', o('ca.crt'), '-CAkey', o('ca.key'), '-CAcreateserial', '-out', o(`${name}.crt`), '-days', '30', '-extfile', o(`${name}.ext`)])
   }
-  await issue('relay', 'relay.lab.beckon.example', ip(ADDRESSES.relay.eth0!))
-  await issue('mail', `mail.${MAIL_DOMAIN}`, ip(ADDRESSES.mail.eth0!))
-  await issue('ldap', 'ldap.lab.beckon.example', ip(ADDRESSES.ldap.eth0!))
+  await issue('relay', 'relay.lab.beckon.example', ip(A.relay.eth0!))
+  await issue('mail', `mail.${MAIL_DOMAIN}`, ip(A.mail.eth0!))
+  await issue('ldap', 'ldap.lab.beckon.example', ip(A.ldap.eth0!))
   await issue('api', 'api.lab.beckon.example', '127.0.0.1')
   chmodSync(o('mail.key'), 0o600)
   return { ca: o('ca.crt'), cert: o('relay.crt'), key: o('relay.key'), mailCert: o('mail.crt'), mailKey: o('mail.key'), ldapCert: o('ldap.crt'), ldapKey: o('ldap.key'), apiCert: o('api.crt'), apiKey: o('api.key') }
@@ -186,10 +244,10 @@ function writeYaml (path: string, v: unknown): void {
 
 // ---- processes ----------------------------------------------------------------------
 
-function startProcess (st: LabState, name: string, node: NodeName, cmd: string[], env?: Record<string, string>): LabProcess {
+function startProcess (st: LabState, name: string, node: NodeName | VariantNode, cmd: string[], env?: Record<string, string>): LabProcess {
   const log = join(st.stateDir, 'logs', `${name}.log`)
   const fd = openSync(log, 'a')
-  const child = spawn('ip', ['netns', 'exec', st.nodes[node].netns, ...cmd], { stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, ...env } })
+  const child = spawn('ip', ['netns', 'exec', st.nodes[node]!.netns, ...cmd], { stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, ...env } })
   closeSync(fd)
   child.unref()
   if (child.pid === undefined) throw new BeckonError('BECKON_ERR_LAB', `cannot start ${name}`)
@@ -219,7 +277,7 @@ async function viciAnswers (uri: string): Promise<boolean> {
   } catch { return false }
 }
 
-export type LabRole = 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink' | 'charon-client' | 'charon-terminal' | 'charon-relay' | 'postfix' | 'dovecot' | 'slapd'
+export type LabRole = 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink' | 'charon-client' | 'charon-terminal' | 'charon-relay' | 'postfix' | 'dovecot' | 'slapd' | 'squid'
 
 /** Starts (or restarts) one lab role and waits until it is ready. */
 export async function startRole (st: LabState, name: LabRole): Promise<void> {
@@ -239,9 +297,11 @@ export async function startRole (st: LabState, name: LabRole): Promise<void> {
     'charon-client': { node: 'client' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'client', 'strongswan.conf') }, ready: () => viciAnswers(st.ipsec.clientVici) },
     'charon-terminal': { node: 'terminal' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'terminal', 'strongswan.conf') }, ready: () => viciAnswers(st.ipsec.terminalVici) },
     // The relay's own charon, where `policy check` tries generated connections.
+    // egress-proxy: Squid on the proxy node (src/lab/variants.ts), foreground, no disk cache.
+    squid: { node: 'proxy' as const, cmd: ['squid', '-N', '-f', join(st.stateDir, 'proxy', 'squid.conf')], ready: () => listening(st.nodes.proxy?.netns ?? '', PROXY.port) },
     'charon-relay': { node: 'relay' as const, cmd: ['sh', '-c', `mount -t tmpfs tmpfs /run && exec ${CHARON_BIN}`], env: { STRONGSWAN_CONF: join(st.stateDir, 'charon', 'relay', 'strongswan.conf') }, ready: () => viciAnswers(`unix://${join(st.stateDir, 'charon', 'relay', 'charon.vici')}`) },
   }
-  const s: { node: NodeName, cmd: string[], env?: Record<string, string>, ready: () => Promise<boolean> | boolean } = specs[name]
+  const s: { node: NodeName | VariantNode, cmd: string[], env?: Record<string, string>, ready: () => Promise<boolean> | boolean } = specs[name]
   const prev = st.processes[name]
   if (prev !== undefined && alive(prev.pid)) throw new BeckonError('BECKON_ERR_LAB', `${name} is already running (pid ${prev.pid})`)
   if (prev !== undefined) rmSync(prev.log, { force: true })
@@ -278,8 +338,17 @@ export async function labUp (o: LabOptions): Promise<LabState> {
   // 0711 lets them in without listing anything (secrets inside are 0600).
   chmodSync(stateDir, 0o711)
 
-  const nodes = Object.fromEntries(NODE_NAMES.map((n) => [n, { netns: `${o.prefix}-${n}`, addresses: ADDRESSES[n] }])) as LabState['nodes']
-  const relayAddr = ip(ADDRESSES.relay.eth0!)
+  const variants = o.net ?? []
+  const sleepy = variants.includes('sleepy')
+  const net: LabState['net'] = {
+    variants,
+    ...(sleepy ? { wakeDelayMs: o.wakeDelayMs ?? 60_000 } : {}),
+    wakeTimeoutMs: o.wakeTimeoutMs ?? (sleepy ? 600_000 : 10_000),
+    ...(variants.includes('short-nat-timeout') ? { natTimeoutS: o.natTimeoutS ?? 30 } : {}),
+  }
+  const A = labAddresses(variants)
+  const nodes = Object.fromEntries(Object.entries(A).map(([n, a]) => [n, { netns: `${o.prefix}-${n}`, addresses: a }])) as LabState['nodes']
+  const relayAddr = ip(A.relay.eth0!)
   const prefix = 'fd00:beca::/48'
   const user = { name: 'dr-grey', password: randomBytes(9).toString('base64url'), permanentAddress: permanentAddress(prefix, 'user', 'dr-grey') }
   const user2 = { name: 'dr-house', password: randomBytes(9).toString('base64url'), permanentAddress: permanentAddress(prefix, 'user', 'dr-house') }
@@ -288,8 +357,9 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     prefix: o.prefix,
     stateDir,
     nodes,
-    relay: { client: `${relayAddr}:${PORTS.relayClient}`, dialback: `${relayAddr}:${PORTS.relayDialback}`, ca: join(stateDir, 'tls', 'ca.crt') },
-    terminal: { device: DEVICE.name, msisdn: DEVICE.msisdn, agent: `${ip(ADDRESSES.terminal.eth0!)}:${PORTS.agent}`, services: [`${ip(ADDRESSES.terminal.eth0!)}:${PORTS.service}`], permanentAddress: permanentAddress(prefix, 'device', DEVICE.name) },
+    net,
+    relay: { client: hp(relayAddr, PORTS.relayClient), dialback: hp(relayAddr, PORTS.relayDialback), ca: join(stateDir, 'tls', 'ca.crt') },
+    terminal: { device: DEVICE.name, msisdn: DEVICE.msisdn, agent: `${ip(A.terminal.eth0!)}:${PORTS.agent}`, services: [`${ip(A.terminal.eth0!)}:${PORTS.service}`], permanentAddress: permanentAddress(prefix, 'device', DEVICE.name) },
     user,
     user2,
     visitor,
@@ -297,30 +367,43 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     clientConfig: join(stateDir, 'client', 'client.yaml'),
     channels: o.channels ?? ['sms'],
     mail: {
-      smtp: `${ip(ADDRESSES.mail.eth0!)}:587`,
-      imap: `${ip(ADDRESSES.mail.eth0!)}:993`,
+      smtp: hp(ip(A.mail.eth0!), 587),
+      imap: hp(ip(A.mail.eth0!), 993),
       gatewayMailbox: `gateway@${MAIL_DOMAIN}`,
       relaySender: `beckon-relay@${MAIL_DOMAIN}`,
       postfixConfig: join(stateDir, 'mail', 'postfix'),
       dovecotConfig: join(stateDir, 'mail', 'dovecot', 'dovecot.conf'),
     },
     api: { url: `https://127.0.0.1:${PORTS.api}`, ca: join(stateDir, 'tls', 'ca.crt'), token: '', netns: nodes.relay.netns },
-    ldap: { url: `ldap://${ip(ADDRESSES.ldap.eth0!)}:${PORTS.ldap}`, suffix: LAB_LDAP_SUFFIX },
+    ldap: { url: `ldap://${hp(ip(A.ldap.eth0!), PORTS.ldap)}`, suffix: LAB_LDAP_SUFFIX },
     processes: {},
+  }
+  if (variants.includes('egress-proxy')) {
+    // Squid runs as `proxy`: it owns its directory; the password file is for it alone.
+    const dir = join(stateDir, 'proxy')
+    mkdirSync(dir, { recursive: true })
+    const users = { gateway: randomBytes(9).toString('base64url'), client: randomBytes(9).toString('base64url') }
+    const hash = async (pw: string): Promise<string> => (await run('openssl', ['passwd', '-apr1', pw])).stdout.trim()
+    writeFileSync(join(dir, 'passwd'), `beckon-gw:${await hash(users.gateway)}\nbeckon-client:${await hash(users.client)}\n`)
+    writeFileSync(join(dir, 'squid.conf'), squidConfig({ dir, relay: relayAddr, dialbackPort: PORTS.relayDialback, clientPort: PORTS.relayClient, passwd: join(dir, 'passwd') }))
+    await run('chown', ['-R', 'proxy:proxy', dir])
+    chmodSync(join(dir, 'passwd'), 0o600)
+    // clientUrl: the client's second case, its CONNECT to the relay through the same Squid.
+    net.proxy = { carrier: hp(ip(PROXY.carrier), PROXY.port), clients: hp(ip(PROXY.inet), PROXY.port), user: 'beckon-gw', password: users.gateway, accessLog: join(dir, 'access.log'), clientUrl: `http://beckon-client:${users.client}@${hp(ip(PROXY.inet), PROXY.port)}` }
   }
   // The state file goes first, so `down` can clean up after a failed `up`.
   writeFileSync(statePath(stateDir), JSON.stringify(st, null, 2))
   try {
-    await buildNetwork(o.prefix)
-    const tls = await makeTls(join(stateDir, 'tls'))
+    await buildNetwork(o.prefix, net)
+    const tls = await makeTls(join(stateDir, 'tls'), A)
     const relayX = generateRawKeyPair('x25519')
     const relayEd = generateRawKeyPair('ed25519')
     const gwX = generateRawKeyPair('x25519')
     const agentX = generateRawKeyPair('x25519')
     for (const n of ['client', 'terminal', 'relay']) writeFileSync(join(stateDir, 'charon', n, 'strongswan.conf'), strongswanConf({ dir: join(stateDir, 'charon', n) }))
-    const ldapIp = ip(ADDRESSES.ldap.eth0!)
+    const ldapIp = ip(A.ldap.eth0!)
     await writeLdapConfig(join(stateDir, 'ldap'), {
-      listen: [`ldap://${ldapIp}:${PORTS.ldap}/`, `ldaps://${ldapIp}:${PORTS.ldaps}/`],
+      listen: [`ldap://${hp(ldapIp, PORTS.ldap)}/`, `ldaps://${hp(ldapIp, PORTS.ldaps)}/`],
       suffix: LAB_LDAP_SUFFIX,
       tls: { cert: tls.ldapCert, key: tls.ldapKey, ca: tls.ca },
       users: [{ uid: user.name, password: user.password, groups: ['physicians'] }, { uid: user2.name, password: user2.password, groups: ['cardiologists'] }],
@@ -334,23 +417,25 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       certOf(`${user.name}@${st.ipsec.domain}`), certOf(`${user2.name}@${st.ipsec.domain}`), certOf(`${DEVICE.name}.${st.ipsec.domain}`),
     ])
     writeYaml(join(stateDir, 'client', 'client2.yaml'), { relay: st.relay.client, tls: true, ca: tls.ca, user: user2.name, password: user2.password, ipsec: { vici: st.ipsec.clientVici, pubkey: user2Cert } })
-    const smscUrl = `smpp://${ip(ADDRESSES.smsc.eth0!)}:${PORTS.smpp}`
+    const smscUrl = `smpp://${hp(ip(A.smsc.eth0!), PORTS.smpp)}`
     const smppPw = { relay: randomBytes(6).toString('hex'), gateway: randomBytes(6).toString('hex') }
     const mailPw = { relay: randomBytes(9).toString('base64url'), gateway: randomBytes(9).toString('base64url') }
-    writeMailConfig(join(stateDir, 'mail'), ip(ADDRESSES.mail.eth0!), { cert: tls.mailCert, key: tls.mailKey }, [
+    writeMailConfig(join(stateDir, 'mail'), ip(A.mail.eth0!), { cert: tls.mailCert, key: tls.mailKey }, [
       { user: st.mail.relaySender, password: mailPw.relay },
       { user: st.mail.gatewayMailbox, password: mailPw.gateway },
     ])
     const etc = (f: string): string => join(stateDir, 'etc', f)
 
     writeYaml(etc('smsc.yaml'), {
-      listen: `${ip(ADDRESSES.smsc.eth0!)}:${PORTS.smpp}`,
+      listen: hp(ip(A.smsc.eth0!), PORTS.smpp),
+      // sleepy: the SMSC holds each message until the terminal would wake (eDRX/PSM).
+      ...(net.wakeDelayMs === undefined ? {} : { hold: `${net.wakeDelayMs}ms` }),
       accounts: { relay: { password: smppPw.relay }, gateway: { password: smppPw.gateway, address_range: '+1555' } },
     })
     writeYaml(etc('relay.yaml'), {
-      client_listen: `${relayAddr}:${PORTS.relayClient}`,
+      client_listen: hp(relayAddr, PORTS.relayClient),
       tls: { cert: tls.cert, key: tls.key },
-      dialback_listen: `${relayAddr}:${PORTS.relayDialback}`,
+      dialback_listen: hp(relayAddr, PORTS.relayDialback),
       public_address: relayAddr,
       keys: { x25519_private: relayX.privateKey, ed25519_private: relayEd.privateKey },
       smpp: { url: smscUrl, system_id: 'relay', password: smppPw.relay, source_addr: 'beckon' },
@@ -374,7 +459,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       },
       devices: [{
         name: DEVICE.name, gateway: 'carrier-gw', msisdn: DEVICE.msisdn, email: st.mail.gatewayMailbox, channels: st.channels,
-        agent_public_key: agentX.publicKey, wake_timeout_ms: 10_000, port: PORTS.agent,
+        agent_public_key: agentX.publicKey, wake_timeout_ms: net.wakeTimeoutMs, port: PORTS.agent,
         services: [{ name: 'glucose', protocol: 'tcp', port: PORTS.service }, ...(o.sink === true ? [{ name: 'sink', protocol: 'tcp', port: PORTS.sink }] : [])],
       }],
       policies: {
@@ -392,6 +477,9 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       // The same terminal by MSISDN (SMS) and by its e-mail reference (the device name).
       terminals: { [DEVICE.msisdn]: { address: st.terminal.agent }, [DEVICE.name]: { address: st.terminal.agent } },
       connect_timeout: '3s',
+      // The carrier's NAT forgets idle bindings: keepalives at half its timeout.
+      ...(net.natTimeoutS === undefined ? {} : { nat_keepalive: `${Math.max(1, Math.floor(net.natTimeoutS / 2))}s` }),
+      ...(net.proxy === undefined ? {} : { egress_proxy: `http://${net.proxy.user}:${net.proxy.password}@${net.proxy.carrier}` }),
     })
     writeYaml(etc('agent.yaml'), {
       listen: st.terminal.agent,
@@ -403,6 +491,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       ipsec: { vici: st.ipsec.terminalVici, address: st.ipsec.terminalAddress, pubkey: deviceCert },
     })
     writeYaml(st.clientConfig, { relay: st.relay.client, tls: true, ca: tls.ca, user: user.name, password: user.password, ipsec: { vici: st.ipsec.clientVici, pubkey: userCert } })
+    if (net.proxy !== undefined) writeYaml(join(stateDir, 'client', 'client-proxy.yaml'), { relay: st.relay.client, tls: true, ca: tls.ca, user: user.name, password: user.password, proxy: net.proxy.clientUrl, ipsec: { vici: st.ipsec.clientVici, pubkey: userCert } })
     // Public keys and secrets tests may need (e.g. to forge or replay signals).
     writeYaml(etc('lab-secrets.yaml'), { smsc_url: smscUrl, smpp_relay_password: smppPw.relay, smtp_relay_password: mailPw.relay, imap_gateway_password: mailPw.gateway, relay_x25519_public: relayX.publicKey, gateway_x25519_public: gwX.publicKey })
     const shim = join(stateDir, 'bin', 'beckon')
@@ -417,6 +506,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     await startRole(st, 'service')
     if (o.sink === true) await startRole(st, 'sink')
     await startRole(st, 'agent')
+    if (net.proxy !== undefined) await startRole(st, 'squid')
     await Promise.all([startRole(st, 'relay'), startRole(st, 'gateway')])
     // The relay wrote a bootstrap admin token into its state directory at first start.
     st.api.token = readFileSync(join(stateDir, 'relay', 'admin.token'), 'utf8').trim()
@@ -456,7 +546,7 @@ export function labStatus (stateDir: string): LabStatus {
 /** Runs a command in a node with the lab's client config and `beckon` on PATH. */
 export function labExec (stateDir: string, node: string, argv: string[]): Promise<number> {
   const st = readLabState(resolve(stateDir))
-  if (!(NODE_NAMES as readonly string[]).includes(node)) throw new BeckonError('BECKON_ERR_USAGE', `unknown node ${node}; nodes: ${NODE_NAMES.join(', ')}`)
+  if (!Object.hasOwn(st.nodes, node)) throw new BeckonError('BECKON_ERR_USAGE', `unknown node ${node}; nodes: ${Object.keys(st.nodes).join(', ')}`)
   if (argv.length === 0) throw new BeckonError('BECKON_ERR_USAGE', 'nothing to run')
   const env = { ...process.env, PATH: `${join(st.stateDir, 'bin')}:${process.env.PATH ?? ''}`, BECKON_CLIENT_CONFIG: st.clientConfig }
   const child = spawn('ip', ['netns', 'exec', st.nodes[node as NodeName].netns, ...argv], { stdio: 'inherit', env })

@@ -1,6 +1,6 @@
 /**
  * Minimal pcap reader (libpcap format, https://www.tcpdump.org/manpages/pcap-savefile.5.txt)
- * for the lab's captures: Ethernet → IPv4 → TCP, payloads reassembled per direction in
+ * for the lab's captures: Ethernet → IPv4 or IPv6 (no extension headers) → TCP, payloads reassembled per direction in
  * sequence order (retransmissions dropped), so a search cannot miss bytes that a TCP
  * segment boundary happens to split. Also finds RFC 8229 frames in those streams, so a
  * capture can show which ESP SPIs crossed a node.
@@ -9,6 +9,8 @@
  *                     ‖ thiszone (4) ‖ sigfigs (4) ‖ snaplen u32 ‖ linktype u32 (1 = Ethernet)
  *   record (16 + n):  ts_sec u32 ‖ ts_usec u32 ‖ incl_len u32 ‖ orig_len u32 ‖ n bytes
  */
+import { ipString } from '../core/ip.js'
+
 export function tcpStreams (pcap: Buffer): Map<string, Buffer> {
   const magic = pcap.readUInt32LE(0)
   const le = magic === 0xa1b2c3d4
@@ -20,17 +22,29 @@ export function tcpStreams (pcap: Buffer): Map<string, Buffer> {
     const incl = u32(off + 8)
     const pkt = pcap.subarray(off + 16, off + 16 + incl)
     off += 16 + incl
-    if (pkt.length < 14 || pkt.readUInt16BE(12) !== 0x0800) continue
+    if (pkt.length < 14) continue
+    const type = pkt.readUInt16BE(12)
     const ip = pkt.subarray(14)
-    if (ip.length < 20 || ip[9] !== 6) continue
-    const ihl = (ip[0]! & 0x0f) * 4
-    const total = ip.readUInt16BE(2)
-    const tcp = ip.subarray(ihl, total)
+    let tcp: Buffer
+    let src: string
+    let dst: string
+    if (type === 0x0800) {
+      if (ip.length < 20 || ip[9] !== 6) continue
+      tcp = ip.subarray((ip[0]! & 0x0f) * 4, ip.readUInt16BE(2))
+      src = ipString(ip.subarray(12, 16))
+      dst = ipString(ip.subarray(16, 20))
+    } else if (type === 0x86dd) {
+      // IPv6: 40-byte header, next header 6 (TCP) directly, payload length at 4.
+      if (ip.length < 40 || ip[6] !== 6) continue
+      tcp = ip.subarray(40, 40 + ip.readUInt16BE(4))
+      src = `[${ipString(ip.subarray(8, 24))}]`
+      dst = `[${ipString(ip.subarray(24, 40))}]`
+    } else continue
     if (tcp.length < 20) continue
     const doff = (tcp[12]! >> 4) * 4
     const data = tcp.subarray(doff)
     if (data.length === 0) continue
-    const key = `${[...ip.subarray(12, 16)].join('.')}:${tcp.readUInt16BE(0)}>${[...ip.subarray(16, 20)].join('.')}:${tcp.readUInt16BE(2)}`
+    const key = `${src}:${tcp.readUInt16BE(0)}>${dst}:${tcp.readUInt16BE(2)}`
     const list = flows.get(key) ?? []
     list.push({ seq: tcp.readUInt32BE(4), data: Buffer.from(data) })
     flows.set(key, list)

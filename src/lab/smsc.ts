@@ -6,6 +6,8 @@
  * prefix of it (an empty range takes everything); messages wait, bounded in count and
  * time, until such a receiver binds. Delivery is `deliver_sm` with the submitted octets,
  * `esm_class` and `data_coding` unchanged; a message leaves the queue once acknowledged.
+ * `holdMs` keeps each message back that long after submission, as a network does for a
+ * terminal in eDRX/PSM sleep until its next paging occasion (the lab's sleepy variant).
  */
 import { EventEmitter } from 'node:events'
 import type { AddressInfo } from 'node:net'
@@ -25,6 +27,8 @@ export interface SmscOptions {
   accounts: SmscAccount[]
   maxQueue?: number
   validityMs?: number
+  /** Deliver no message earlier than this long after its submission. */
+  holdMs?: number
   log?: Logger
 }
 
@@ -42,6 +46,8 @@ interface Queued {
   dataCoding: number
   sms: Buffer
   expires: number
+  /** Not delivered before this time (holdMs). */
+  due: number
   inFlight: boolean
   /** The receiver session a delivery is in flight on. */
   via: smpp.Session | undefined
@@ -127,6 +133,7 @@ export class Smsc extends EventEmitter {
       dataCoding: pdu.data_coding ?? 0,
       sms: rawShortMessage(pdu.short_message),
       expires: Date.now() + (this.o.validityMs ?? 600_000),
+      due: Date.now() + (this.o.holdMs ?? 0),
       inFlight: false,
       via: undefined,
     }
@@ -134,6 +141,10 @@ export class Smsc extends EventEmitter {
     s.send(pdu.response({ message_id: m.id }))
     this.log.info({ id: m.id, from: m.from, to: m.to, octets: m.sms.length, by: b.systemId }, 'smsc: accepted')
     this.emit('submit', m)
+    if (m.due > Date.now()) {
+      this.log.info({ id: m.id, holdMs: this.o.holdMs }, 'smsc: held until the terminal wakes')
+      setTimeout(() => this.pump(), m.due - Date.now()).unref()
+    }
     this.pump()
   }
 
@@ -143,7 +154,7 @@ export class Smsc extends EventEmitter {
 
   private pump (): void {
     for (const m of this.queue) {
-      if (m.inFlight) continue
+      if (m.inFlight || m.due > Date.now()) continue
       const rx = this.receiversFor(m.to)
       if (rx.length === 0) continue
       const [s, b] = rx[this.rr++ % rx.length]!

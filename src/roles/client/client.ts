@@ -6,6 +6,7 @@ import net, { type Socket } from 'node:net'
 import tls from 'node:tls'
 import { BeckonError, ERRORS, toBeckonError, type ErrorCode } from '../../core/errors.js'
 import { basicAuth, readResponse } from '../../proto/connect/connect.js'
+import { connectViaProxy, proxyFor, type ProxyUrl } from '../../proto/connect/proxy.js'
 
 export interface ClientOptions {
   relay: { host: string, port: number }
@@ -24,6 +25,8 @@ export interface ClientOptions {
   relays?: RelayChoice[]
   /** TCP + TLS connect deadline per relay (default 10 s; 1 s with `relays`). */
   connectTimeoutMs?: number
+  /** Reach the relay through this HTTP proxy (CONNECT); absent, HTTPS_PROXY/NO_PROXY decide. */
+  proxy?: ProxyUrl | undefined
 }
 
 export type Stage = 'connecting' | 'relay-failed' | 'requested' | 'signalled' | 'called-back' | 'connected' | 'ipsec-loaded' | 'tunnel-up'
@@ -52,13 +55,18 @@ const STATUS_CODES: Record<number, ErrorCode> = {
   504: 'BECKON_ERR_WAKE_TIMEOUT',
 }
 
-function dial (o: ClientOptions, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const { host, port } = o.relay
+async function dial (o: ClientOptions, timeoutMs: number): Promise<Socket> {
+  const { host, port } = o.relay
+  const proxy = proxyFor(host, port, o.proxy)
+  // Through a proxy, the TCP stream to the relay is the proxy's tunnel; TLS runs inside it.
+  const tunnel = proxy === undefined ? undefined : await connectViaProxy(proxy, host, port, timeoutMs)
+  return await new Promise((resolve, reject) => {
+    const tcp = (): Socket => tunnel ?? net.connect({ host, port, allowHalfOpen: true })
     const sock: Socket = o.tls === undefined
-      ? net.connect({ host, port, allowHalfOpen: true })
+      ? tcp()
       // TLS over a half-close-capable TCP socket, so a FIN can pass through the tunnel.
-      : tls.connect({ socket: net.connect({ host, port, allowHalfOpen: true }), host, ca: o.tls.ca, servername: o.tls.servername ?? (net.isIP(host) === 0 ? host : undefined) })
+      : tls.connect({ socket: tcp(), host, ca: o.tls.ca, servername: o.tls.servername ?? (net.isIP(host) === 0 ? host : undefined) })
+    if (tunnel !== undefined && o.tls === undefined) { resolve(sock); return }
     const ready = o.tls === undefined ? 'connect' : 'secureConnect'
     const timer = setTimeout(() => { sock.destroy(); reject(new BeckonError('BECKON_ERR_TIMEOUT', `relay ${host}:${port} did not answer`)) }, timeoutMs)
     sock.once(ready, () => { clearTimeout(timer); resolve(sock) })

@@ -20,6 +20,7 @@ import { privateKeyFromRaw, publicKeyFromRaw } from '../../core/keys.js'
 import type { Logger } from '../../core/log.js'
 import { connectTcp, readExact, splice } from '../../core/stream.js'
 import { ACK_SIZE, DialbackStatus, decodeAck, encodeHello } from '../../proto/dialback/dialback.js'
+import { connectViaProxy, parseProxyUrl, proxyFor, type ProxyUrl } from '../../proto/connect/proxy.js'
 import { dialbackProof, openSignal, type Signal } from '../../proto/signal/token.js'
 import { PersistentReplayCache, REPLAY_FILE } from './replay.js'
 
@@ -36,13 +37,23 @@ export interface GatewayConfig {
   maxSignalLifetimeSec: number
   /** Holds the replay cache (replay.json), so a restart does not reopen the replay window. */
   stateDir: string
+  /**
+   * Dial-backs go through this HTTP proxy (CONNECT) when the carrier has no direct way
+   * out; absent, HTTPS_PROXY/NO_PROXY from the environment decide.
+   */
+  egressProxy: ProxyUrl | undefined
+  /**
+   * Traffic on every connection through the carrier NAT at least this often (TCP
+   * keepalive on dial-backs, SMPP enquire_link), below the NAT's idle timeout.
+   */
+  natKeepaliveMs: number
 }
 
 /** Longest signal lifetime a gateway accepts: replay entries live that long. */
 export const MAX_SIGNAL_LIFETIME_S = 86_400
 
 export function parseGatewayConfig (obj: Obj, source = 'gateway.yaml', env: NodeJS.ProcessEnv = process.env): GatewayConfig {
-  const f = new Fields(obj, source).only(['smpp', 'imap', 'keys', 'trusted_relays', 'terminals', 'connect_timeout', 'max_signal_lifetime_s', 'state_dir'])
+  const f = new Fields(obj, source).only(['smpp', 'imap', 'keys', 'trusted_relays', 'terminals', 'connect_timeout', 'max_signal_lifetime_s', 'state_dir', 'egress_proxy', 'nat_keepalive'])
   const s = f.sub('smpp').only(['url', 'system_id', 'password', 'address_range'])
   const terminals = new Map<string, TerminalRoute>()
   for (const [ref, t] of f.entries('terminals')) terminals.set(ref, t.only(['address']).hostPort('address'))
@@ -60,6 +71,8 @@ export function parseGatewayConfig (obj: Obj, source = 'gateway.yaml', env: Node
     connectTimeoutMs: f.ms('connect_timeout', 5_000),
     maxSignalLifetimeSec: f.num('max_signal_lifetime_s', 3600, 1, MAX_SIGNAL_LIFETIME_S),
     stateDir: f.str('state_dir', env.STATE_DIRECTORY?.split(':')[0] ?? '/var/lib/beckon'),
+    egressProxy: f.has('egress_proxy') ? parseProxyUrl(f.str('egress_proxy'), `${source}.egress_proxy`) : undefined,
+    natKeepaliveMs: Math.max(1_000, f.ms('nat_keepalive', 25_000)),
   }
 }
 
@@ -76,7 +89,7 @@ export class Gateway {
   private readonly replay: PersistentReplayCache
   private readonly sockets = new Set<Socket>()
 
-  constructor (private readonly cfg: GatewayConfig, private readonly log: Logger, private readonly now: () => number = Date.now) {
+  constructor (private readonly cfg: GatewayConfig, private readonly log: Logger, private readonly now: () => number = Date.now, private readonly env: NodeJS.ProcessEnv = process.env) {
     this.replay = new PersistentReplayCache(join(cfg.stateDir, REPLAY_FILE), Math.floor(now() / 1000))
     if (this.replay.size > 0) log.info({ entries: this.replay.size, file: this.replay.path }, 'gateway: replay cache loaded')
   }
@@ -144,7 +157,7 @@ export class Gateway {
 
     let relay: Socket | undefined
     try {
-      relay = await connectTcp(s.relayAddress, s.dialbackPort, this.cfg.connectTimeoutMs)
+      relay = await this.dialRelay(s.relayAddress, s.dialbackPort, log)
       this.track(relay)
       this.stats.dialbacks++
       relay.write(encodeHello({ status, sessionId: s.sessionId, proof: dialbackProof(s.sessionKey, s.sessionId) }))
@@ -153,7 +166,10 @@ export class Gateway {
       if (terminal === undefined) { relay.end(); return }
       log.info({ stage: 'spliced' }, 'gateway: splicing relay and terminal')
       this.stats.active++
-      const moved = await splice(relay, terminal)
+      const moving = splice(relay, terminal)
+      // The one connection through the carrier NAT: probe it before the NAT forgets it.
+      relay.setKeepAlive(true, this.cfg.natKeepaliveMs)
+      const moved = await moving
       this.stats.active--
       log.info({ stage: 'closed', ...moved }, 'gateway: session closed')
     } catch (err) {
@@ -162,6 +178,14 @@ export class Gateway {
       relay?.destroy()
       terminal?.destroy()
     }
+  }
+
+  /** Step G: straight out, or through the egress proxy when one applies. */
+  private async dialRelay (host: string, port: number, log: Logger): Promise<Socket> {
+    const proxy = proxyFor(host, port, this.cfg.egressProxy, this.env)
+    if (proxy === undefined) return await connectTcp(host, port, this.cfg.connectTimeoutMs)
+    log.info({ proxy: `${proxy.host}:${proxy.port}` }, 'gateway: dialling back through the egress proxy')
+    return await connectViaProxy(proxy, host, port, this.cfg.connectTimeoutMs)
   }
 
   private track (sock: Socket): void {

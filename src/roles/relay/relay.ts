@@ -412,7 +412,8 @@ export class Relay {
           relayAddress: this.cfg.publicAddress,
           dialbackPort: this.dialbackPort,
           sessionId,
-          expiry: Math.floor((this.now() + this.cfg.signalTtlMs) / 1000),
+          // A sleeping device's signal must stay valid as long as the relay waits for it.
+          expiry: Math.floor((this.now() + Math.max(this.cfg.signalTtlMs, device.wake_timeout_ms)) / 1000),
           sessionKey: key,
           refKind: name === 'sms' ? 'msisdn' : 'email',
           reference: reference ?? '',
