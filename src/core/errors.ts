@@ -77,6 +77,8 @@ export const ERRORS = {
   BECKON_ERR_API_INSECURE: { status: 403, message: 'secrets are refused on an unencrypted listener' },
   BECKON_ERR_DIRECTORY_UNAVAILABLE: { status: 503, message: 'user directory unavailable' },
   BECKON_ERR_SESSION_ENDED: { status: 410, message: 'session ended' },
+  BECKON_ERR_PATH_LOST: { status: 502, message: 'the path to the device was lost' },
+  BECKON_ERR_RESUME_REFUSED: { status: 403, message: 'session resume refused' },
   BECKON_ERR_IMPORT_CONFLICT: { status: 409, message: 'devices both in relay.yaml and in the store' },
 
   // DNS steps A/B: publishing the device zone (RFC 2136 + TSIG) and resolving relays

@@ -11,6 +11,13 @@
  * In IPsec mode the descriptor carries everything both charons are programmed from
  * (identities, permanent addresses, selectors, proposals, lifetimes, auth mode); the
  * client receives the same signed frame in the 200 response (`Beckon-Descriptor`).
+ *
+ * Re-joining a session whose path broke (IPsec only): `session` is the fresh attempt id
+ * of the resume signal (the agent's replay cache admits it like any other), `resume`
+ * names the existing session whose RFC 8229 bridge the agent attaches to this stream;
+ * such a descriptor carries no `ipsec` parameters (charon keeps its SAs). With `end`, it
+ * tells the agent to end that session instead (an operator kill, a policy change).
+ * `resumeS` in a fresh IPsec descriptor is how long the agent keeps a detached session.
  */
 import { sign, verify, type KeyObject } from 'node:crypto'
 import { isIP, type Socket } from 'node:net'
@@ -53,10 +60,18 @@ export interface Descriptor {
   /** tcp mode: the service port on the terminal. */
   port?: number
   ipsec?: IpsecParams
+  /** Re-join (or, with `end`, end) this existing session, hex. */
+  resume?: string
+  end?: boolean
+  /** IPsec: seconds the agent keeps a session whose path broke, waiting for a re-join. */
+  resumeS?: number
 }
 
 /** Longest IKE/CHILD lifetime or DPD interval a descriptor may carry (30 days). */
 export const MAX_LIFETIME_S = 30 * 86_400
+
+/** Longest time an agent keeps a detached session (1 hour). */
+export const MAX_RESUME_S = 3600
 
 const PROPOSAL_RE = /^[a-z0-9_-]{3,100}$/
 const ID_RE = /^[A-Za-z0-9@._-]{1,128}$/
@@ -100,7 +115,13 @@ export function checkDescriptor (v: unknown): Descriptor {
   if (typeof d.expires !== 'number' || !Number.isInteger(d.expires) || d.expires < 0 || d.expires > 0xffffffff) throw invalid('expires must be Unix seconds (u32)')
   if (d.mode !== 'tcp' && d.mode !== 'ipsec') throw invalid(`mode ${JSON.stringify(d.mode)}`)
   if (d.mode === 'tcp' && !(typeof d.port === 'number' && Number.isInteger(d.port) && d.port >= 1 && d.port <= 65535)) throw invalid('tcp mode needs a port 1-65535')
-  if (d.mode === 'ipsec') checkIpsec(d.ipsec)
+  if (d.resume !== undefined) {
+    if (typeof d.resume !== 'string' || !/^[0-9a-f]{24}$/.test(d.resume)) throw invalid('resume must be 24 hex digits')
+    if (d.mode !== 'ipsec') throw invalid('only IPsec sessions resume')
+    if (d.ipsec !== undefined) throw invalid('a resume carries no ipsec parameters')
+  } else if (d.mode === 'ipsec') checkIpsec(d.ipsec)
+  if (d.end !== undefined && (d.end !== true || d.resume === undefined)) throw invalid('end must be true and name a session in resume')
+  if (d.resumeS !== undefined && !(typeof d.resumeS === 'number' && Number.isInteger(d.resumeS) && d.resumeS >= 0 && d.resumeS <= MAX_RESUME_S)) throw invalid(`resumeS must be an integer in [0, ${MAX_RESUME_S}]`)
   return d as unknown as Descriptor
 }
 

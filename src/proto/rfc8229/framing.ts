@@ -8,7 +8,13 @@
  *            | FF                              a NAT keepalive (passed through as is)
  *
  * A datagram from charon's NAT-T socket already is such a payload (charon adds the
- * non-ESP marker on port 4500), so framing is only the length prefix. Decoding hands out
+ * non-ESP marker on port 4500), so framing is only the length prefix.
+ *
+ * Bridge control frames (ours, between the two Beckon bridges; never given to charon):
+ *   payload  = 00 00 00 01 ‖ "BKCT" ‖ u8 type (2 ping · 3 pong)          9 bytes
+ * SPI 1 lies in the range IANA reserves (1-255, RFC 4303 §2.1), so no ESP packet ever
+ * carries it; a peer that does not know these frames hands them to charon, which drops
+ * them as ESP for an unknown SA. Decoding hands out
  * views into the received chunks whenever a frame lies inside one chunk (the common
  * case); only frames split across chunks are copied.
  */
@@ -19,6 +25,28 @@ const IKE_HEADER = 28
 const ESP_MIN = 8 // SPI + sequence number
 
 export type FrameKind = 'ike' | 'esp' | 'keepalive'
+
+export enum Control { PING = 2, PONG = 3 }
+const CONTROL_SPI = 1
+const CONTROL_MAGIC = 0x424b4354 // "BKCT"
+const CONTROL_LEN = 9
+
+/** A whole control frame (header included), built once per type and reused. */
+export function controlFrame (type: Control): Buffer {
+  const b = Buffer.alloc(2 + CONTROL_LEN)
+  b.writeUInt16BE(2 + CONTROL_LEN, 0)
+  b.writeUInt32BE(CONTROL_SPI, 2)
+  b.writeUInt32BE(CONTROL_MAGIC, 6)
+  b[10] = type
+  return b
+}
+
+/** The control type of a payload, or undefined for IKE/ESP/keepalive (no allocation). */
+export function controlType (payload: Buffer): Control | undefined {
+  if (payload.length !== CONTROL_LEN || payload.readUInt32BE(0) !== CONTROL_SPI || payload.readUInt32BE(4) !== CONTROL_MAGIC) return undefined
+  const t = payload[8]!
+  return t === Control.PING || t === Control.PONG ? t : undefined
+}
 
 export function frameKind (payload: Buffer): FrameKind {
   if (payload.length === 1 && payload[0] === 0xff) return 'keepalive'

@@ -15,7 +15,7 @@
  *
  *   plaintext
  *   0   u8    bits 0-3 tunnel (1 tcp, 2 ipsec); bit 4 relay family (0 v4, 1 v6);
- *             bit 5 reference kind (0 MSISDN, 1 e-mail); bits 6-7 zero
+ *             bit 5 reference kind (0 MSISDN, 1 e-mail); bit 6 resume; bit 7 zero
  *   1   4|16  relay address
  *   …   u16be dial-back port
  *   …   12    session id
@@ -25,6 +25,14 @@
  *
  * With an IPv6 relay the fixed part is 99 bytes, so a reference holds ≤ 29 bytes
  * (≤ 41 with IPv4): MSISDNs fit; e-mail references must be short mailbox names.
+ *
+ * A resume signal (bit 6, IPsec only) asks the gateway to open the path again for a
+ * session whose TCP path broke. Its session id is a fresh attempt id, not the resumed
+ * session's: the gateway's replay cache and the dial-back proof work on it exactly as on
+ * a fresh signal (a replayed resume is refused like any replay), and the token stays as
+ * small as before. Which session is resumed travels in the relay-signed descriptor that
+ * follows the dial-back (`resume`), where the agent acts on it; the gateway only
+ * splices and has no use for it.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, diffieHellman, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto'
 import { BeckonError } from '../../core/errors.js'
@@ -55,6 +63,8 @@ export interface Signal {
   sessionKey: Buffer
   refKind: RefKind
   reference: string
+  /** Re-open the path of an existing IPsec session (bit 6); absent = a fresh session. */
+  resume?: boolean
 }
 
 function bad (code: 'BECKON_ERR_SIGNAL_MALFORMED' | 'BECKON_ERR_SIGNAL_TOO_LARGE', detail: string): BeckonError {
@@ -95,6 +105,7 @@ export function encodePlaintext (s: Signal): Buffer {
   if (!Number.isInteger(s.expiry) || s.expiry < 0 || s.expiry > 0xffffffff) throw bad('BECKON_ERR_SIGNAL_MALFORMED', 'expiry out of range')
   if (s.tunnel !== Tunnel.TCP && s.tunnel !== Tunnel.IPSEC) throw bad('BECKON_ERR_SIGNAL_MALFORMED', `unknown tunnel type ${String(s.tunnel)}`)
   if (!isPrintableAscii(s.reference)) throw bad('BECKON_ERR_SIGNAL_MALFORMED', 'reference must be printable ASCII without spaces')
+  if (s.resume === true && s.tunnel !== Tunnel.IPSEC) throw bad('BECKON_ERR_SIGNAL_MALFORMED', 'only IPsec sessions resume')
   const addr = addressBytes(s.relayAddress)
   const ref = Buffer.from(s.reference, 'latin1')
   const size = 1 + addr.length + 2 + SESSION_ID + 4 + SESSION_KEY + 1 + ref.length
@@ -102,7 +113,7 @@ export function encodePlaintext (s: Signal): Buffer {
   if (size > room) throw bad('BECKON_ERR_SIGNAL_TOO_LARGE', `reference ${JSON.stringify(s.reference)} is ${ref.length} bytes; at most ${ref.length - (size - room)} fit with this relay address`)
   const b = Buffer.alloc(size)
   let o = 0
-  b[o++] = s.tunnel | (addr.length === 16 ? 0x10 : 0) | (s.refKind === 'email' ? 0x20 : 0)
+  b[o++] = s.tunnel | (addr.length === 16 ? 0x10 : 0) | (s.refKind === 'email' ? 0x20 : 0) | (s.resume === true ? 0x40 : 0)
   o += addr.copy(b, o)
   o = b.writeUInt16BE(s.dialbackPort, o)
   o += s.sessionId.copy(b, o)
@@ -119,9 +130,11 @@ export function decodePlaintext (b: Buffer): Signal {
   }
   need(1, 0, 'flags')
   const flags = b[0]!
-  if ((flags & 0xc0) !== 0) throw bad('BECKON_ERR_SIGNAL_MALFORMED', 'reserved flag bits set')
+  if ((flags & 0x80) !== 0) throw bad('BECKON_ERR_SIGNAL_MALFORMED', 'reserved flag bits set')
   const tunnel = flags & 0x0f
   if (tunnel !== Tunnel.TCP && tunnel !== Tunnel.IPSEC) throw bad('BECKON_ERR_SIGNAL_MALFORMED', `unknown tunnel type ${tunnel}`)
+  const resume = (flags & 0x40) !== 0
+  if (resume && tunnel !== Tunnel.IPSEC) throw bad('BECKON_ERR_SIGNAL_MALFORMED', 'resume flag on a raw TCP signal')
   const alen = (flags & 0x10) !== 0 ? 16 : 4
   let o = 1
   need(alen + 2 + SESSION_ID + 4 + SESSION_KEY + 1, o, 'fixed fields')
@@ -136,7 +149,7 @@ export function decodePlaintext (b: Buffer): Signal {
   if (b.length !== o + rlen) throw bad('BECKON_ERR_SIGNAL_MALFORMED', `${b.length - o - rlen} trailing bytes`)
   const reference = b.toString('latin1', o, o + rlen)
   if (!isPrintableAscii(reference)) throw bad('BECKON_ERR_SIGNAL_MALFORMED', 'reference is not printable ASCII')
-  return { tunnel, relayAddress, dialbackPort, sessionId, expiry, sessionKey, refKind: (flags & 0x20) !== 0 ? 'email' : 'msisdn', reference }
+  return { tunnel, relayAddress, dialbackPort, sessionId, expiry, sessionKey, refKind: (flags & 0x20) !== 0 ? 'email' : 'msisdn', reference, ...(resume ? { resume } : {}) }
 }
 
 /** The relay's side: seals a signal for one gateway. */
