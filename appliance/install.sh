@@ -193,6 +193,10 @@ case "$role" in
     inbound="    ip saddr ${BECKON_CARRIER_NET:-203.0.113.0/24} tcp dport ${port:-7400} accept comment \"the gateway, from the carrier network only\"" ;;
   gateway|client) inbound='    # nothing: every connection this role makes is outbound' ;;
 esac
+# `icmpv6`, not `ipv6-icmp`: nft resolves the latter through /etc/protocols (package netbase),
+# which minimal Debian images lack; booted in one (test/vm), the whole ruleset was refused
+# with "Could not resolve protocol name" and the host kept no firewall. `icmpv6` is nft's
+# own keyword for protocol 58.
 put_text /etc/beckon/nftables.nft 0644 <<EOF
 #!/usr/sbin/nft -f
 # Written by appliance/install.sh ($role). Loaded by beckon-firewall.service.
@@ -205,7 +209,7 @@ table inet beckon {
     iif "lo" accept
     ct state established,related accept
     ct state invalid drop
-    meta l4proto { icmp, ipv6-icmp } accept
+    meta l4proto { icmp, icmpv6 } accept
     tcp dport 22 accept comment "ssh: operators (remove if managed otherwise)"
 $inbound
   }
