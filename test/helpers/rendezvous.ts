@@ -50,6 +50,7 @@ export async function rig (t: Test, o: { wakeTimeout?: string, agentDown?: boole
     trusted_relays: [relayX.publicKey],
     terminals: { '+15550100': { address: `127.0.0.1:${agentAddr.port}` } },
     connect_timeout: '2s',
+    state_dir: t.testdir(),
   }), silentLogger)
   t.teardown(() => gateway.close())
 

@@ -41,6 +41,7 @@ t.test('a device added through one relay is reachable through the other', async 
     trusted_relays: [relayKeys.a.x.publicKey, relayKeys.b.x.publicKey],
     terminals: { '+15550100': { address: `127.0.0.1:${agentAddr.port}` } },
     connect_timeout: '2s',
+    state_dir: t.testdir(),
   }), silentLogger)
   t.teardown(() => gateway.close())
 
