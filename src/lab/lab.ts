@@ -32,9 +32,10 @@ import { MAIL_DOMAIN, writeMailConfig } from './mail.js'
 import { run, waitFor } from '../core/exec.js'
 import { Netns, createNetns, deleteNetns, listNetns, veth } from './netns.js'
 import { LAB_LDAP_SUFFIX, slapdCommand, writeLdapConfig } from './ldap.js'
+import { namedCommand, writeBindConfig } from './bind.js'
 import { CGNAT, PROXY, V6, firewallRules, netemArgs, squidConfig, type NetOptions, type NetVariant, type VariantNode } from './variants.js'
 
-export const NODE_NAMES = ['client', 'relay', 'smsc', 'mail', 'ldap', 'carrier-fw', 'gateway', 'terminal'] as const
+export const NODE_NAMES = ['client', 'relay', 'smsc', 'mail', 'ldap', 'dns', 'carrier-fw', 'gateway', 'terminal'] as const
 export type NodeName = typeof NODE_NAMES[number]
 
 /** Addresses per node and interface (documentation ranges only). */
@@ -44,6 +45,7 @@ export const ADDRESSES: Record<NodeName, Record<string, string>> = {
   smsc: { eth0: '198.51.100.30/24' },
   mail: { eth0: '198.51.100.40/24' },
   ldap: { eth0: '198.51.100.50/24' },
+  dns: { eth0: '198.51.100.53/24' },
   'carrier-fw': { inet0: '198.51.100.1/24', carr0: '203.0.113.1/24' },
   gateway: { eth0: '203.0.113.10/24' },
   terminal: { eth0: '203.0.113.20/24' },
@@ -51,7 +53,7 @@ export const ADDRESSES: Record<NodeName, Record<string, string>> = {
 const PUBLIC = ['client', 'relay', 'smsc', 'mail', 'ldap'] as const
 const CARRIER = ['gateway', 'terminal'] as const
 
-export const PORTS = { relayClient: 8443, relayDialback: 7001, api: 8444, smpp: 2775, agent: 7400, service: 8080, sink: 9000, ldap: 389, ldaps: 636 }
+export const PORTS = { relayClient: 8443, relayDialback: 7001, api: 8444, smpp: 2775, agent: 7400, service: 8080, sink: 9000, ldap: 389, ldaps: 636, dns: 53 }
 export const DEVICE = { name: 'patient-phone', msisdn: '+15550100' }
 
 const PKG_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -81,6 +83,8 @@ export interface LabState {
   api: { url: string, ca: string, token: string, netns: string }
   /** slapd in the ldap node: dr-grey (physicians) and dr-house (cardiologists). */
   ldap: { url: string, suffix: string }
+  /** BIND 9 in the dns node: primary for the zone, updated by the relay (TSIG key `key`). */
+  dns: { server: string, zone: string, key: string, relayHost: string }
   processes: Record<string, LabProcess>
 }
 
@@ -220,6 +224,29 @@ async function buildNetwork (prefix: string, net: NetOptions): Promise<void> {
 /** carrier-fw: masquerade what leaves the carrier; nothing new comes in. */
 export const FIREWALL_RULES = firewallRules({ inside: 'carr0', outside: 'inet0' })
 
+// ---- the dns node --------------------------------------------------------------------
+
+export const LAB_ZONE = 'lab.beckon.example'
+
+/** `ip netns exec <ns>` bind-mounts the files of this directory over /etc (resolv.conf here). */
+const resolvConfDir = (netns: string): string => join('/etc/netns', netns)
+
+/**
+ * The dns node joins the internet bridge (kept out of buildNetwork, which the network
+ * variants own), and the client node's resolver points at it: BIND answers for the zone
+ * and refuses recursion, so nothing leaves the lab.
+ */
+async function attachDnsNode (prefix: string): Promise<void> {
+  const sw = nodeNs(prefix, 'switch')
+  const dns = nodeNs(prefix, 'dns')
+  await veth(dns, 'eth0', sw, 'i-dns')
+  await sw.ip('link', 'set', 'i-dns', 'master', 'br-inet')
+  await dns.addAddress('eth0', ADDRESSES.dns.eth0!)
+  const dir = resolvConfDir(`${prefix}-client`)
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'resolv.conf'), `# beckon lab ${prefix}: the dns node (authoritative for ${LAB_ZONE} only)\nnameserver ${ip(ADDRESSES.dns.eth0!)}\noptions timeout:1 attempts:2\n`)
+}
+
 // ---- configs and credentials --------------------------------------------------------
 
 async function makeTls (dir: string, A: Record<NodeName, Record<string, string>>): Promise<{ ca: string, cert: string, key: string, mailCert: string, mailKey: string, ldapCert: string, ldapKey: string, apiCert: string, apiKey: string }> {
@@ -277,7 +304,7 @@ async function viciAnswers (uri: string): Promise<boolean> {
   } catch { return false }
 }
 
-export type LabRole = 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink' | 'charon-client' | 'charon-terminal' | 'charon-relay' | 'postfix' | 'dovecot' | 'slapd' | 'squid'
+export type LabRole = 'named' | 'smsc' | 'relay' | 'gateway' | 'agent' | 'service' | 'sink' | 'charon-client' | 'charon-terminal' | 'charon-relay' | 'postfix' | 'dovecot' | 'slapd' | 'squid'
 
 /** Starts (or restarts) one lab role and waits until it is ready. */
 export async function startRole (st: LabState, name: LabRole): Promise<void> {
@@ -286,6 +313,7 @@ export async function startRole (st: LabState, name: LabRole): Promise<void> {
   const specs = {
     smsc: { node: 'smsc' as const, cmd: [node, BECKON_MAIN, 'smsc', '--config', cfg('smsc')], ready: () => listening(st.nodes.smsc.netns, PORTS.smpp) },
     relay: { node: 'relay' as const, cmd: [node, BECKON_MAIN, 'relay', '--config', cfg('relay')], ready: async () => await listening(st.nodes.relay.netns, PORTS.relayClient) && await listening(st.nodes.relay.netns, PORTS.api) && logHas(st.processes.relay?.log ?? '', /smpp bound/) },
+    named: { node: 'dns' as const, cmd: namedCommand(join(st.stateDir, 'dns', 'named.conf')), ready: () => listening(st.nodes.dns.netns, PORTS.dns) },
     slapd: { node: 'ldap' as const, cmd: slapdCommand(join(st.stateDir, 'ldap')), ready: async () => await listening(st.nodes.ldap.netns, PORTS.ldap) && await listening(st.nodes.ldap.netns, PORTS.ldaps) },
     gateway: { node: 'gateway' as const, cmd: [node, BECKON_MAIN, 'gateway', '--config', cfg('gateway')], ready: () => logHas(st.processes.gateway?.log ?? '', /smpp bound/) },
     agent: { node: 'terminal' as const, cmd: [node, BECKON_MAIN, 'agent', '--config', cfg('agent')], ready: () => listening(st.nodes.terminal.netns, PORTS.agent) },
@@ -333,7 +361,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
   if (existsSync(statePath(stateDir))) throw new BeckonError('BECKON_ERR_LAB', `a lab is already up at ${stateDir}; run beckon lab down first`)
   const taken = (await listNetns()).filter((n) => n.startsWith(`${o.prefix}-`))
   if (taken.length > 0) throw new BeckonError('BECKON_ERR_LAB', `namespaces ${taken.join(', ')} exist; run beckon lab down or choose another --prefix`)
-  for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal', 'charon/relay', 'ca', 'mail', 'relay', 'ldap']) mkdirSync(join(stateDir, d), { recursive: true })
+  for (const d of ['etc', 'logs', 'tls', 'bin', 'client', 'charon/client', 'charon/terminal', 'charon/relay', 'ca', 'mail', 'relay', 'ldap', 'dns']) mkdirSync(join(stateDir, d), { recursive: true })
   // Postfix and Dovecot run as their own users and must traverse into mail/ and tls/;
   // 0711 lets them in without listing anything (secrets inside are 0600).
   chmodSync(stateDir, 0o711)
@@ -376,6 +404,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     },
     api: { url: `https://127.0.0.1:${PORTS.api}`, ca: join(stateDir, 'tls', 'ca.crt'), token: '', netns: nodes.relay.netns },
     ldap: { url: `ldap://${hp(ip(A.ldap.eth0!), PORTS.ldap)}`, suffix: LAB_LDAP_SUFFIX },
+    dns: { server: `${ip(ADDRESSES.dns.eth0!)}:${PORTS.dns}`, zone: LAB_ZONE, key: 'beckon-relay', relayHost: `relay.${LAB_ZONE}` },
     processes: {},
   }
   if (variants.includes('egress-proxy')) {
@@ -396,6 +425,9 @@ export async function labUp (o: LabOptions): Promise<LabState> {
   try {
     await buildNetwork(o.prefix, net)
     const tls = await makeTls(join(stateDir, 'tls'), A)
+    await attachDnsNode(o.prefix)
+    const tsigSecret = randomBytes(32).toString('base64')
+    writeBindConfig(join(stateDir, 'dns'), { listen: { address: ip(ADDRESSES.dns.eth0!), port: PORTS.dns }, zone: LAB_ZONE, key: { name: st.dns.key, secret: tsigSecret }, ns: { name: `ns.${LAB_ZONE}`, address: ip(ADDRESSES.dns.eth0!) } })
     const relayX = generateRawKeyPair('x25519')
     const relayEd = generateRawKeyPair('ed25519')
     const gwX = generateRawKeyPair('x25519')
@@ -446,6 +478,8 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       state_dir: join(stateDir, 'relay'),
       relay_id: 'relay-1',
       store: { sqlite: join(stateDir, 'relay', 'beckon.db') },
+      // Steps A/B: the relay publishes each device into the zone on the dns node.
+      dns: { server: st.dns.server, zone: LAB_ZONE, tsig: { name: st.dns.key, algorithm: 'hmac-sha256', secret: tsigSecret }, relays: [{ host: st.dns.relayHost, address: st.relay.client.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''), port: PORTS.relayClient, priority: 10 }] },
       api: { listen: `127.0.0.1:${PORTS.api}`, tls: { cert: tls.apiCert, key: tls.apiKey }, vici: `unix://${join(stateDir, 'charon', 'relay', 'charon.vici')}`, ...(o.apiRateLimit === undefined ? {} : { rate_limit: o.apiRateLimit }) },
     })
     const ports = o.sink === true ? [PORTS.service, PORTS.sink] : [PORTS.service]
@@ -499,6 +533,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     chmodSync(shim, 0o755)
 
     await Promise.all([startRole(st, 'charon-client'), startRole(st, 'charon-terminal'), startRole(st, 'charon-relay'), startRole(st, 'slapd')])
+    await startRole(st, 'named')
     await startRole(st, 'smsc')
     // Postfix first: it creates the queue whose private/ directory holds Dovecot's sockets.
     await startRole(st, 'postfix')
@@ -528,6 +563,7 @@ export async function labDown (stateDir: string, prefix?: string): Promise<void>
     await Promise.all(Object.keys(st.processes).map((n) => stopRole(st, n).catch(() => {})))
   }
   if (pfx !== undefined) {
+    for (const n of NODE_NAMES) rmSync(resolvConfDir(`${pfx}-${n}`), { recursive: true, force: true })
     for (const n of await listNetns()) if (n.startsWith(`${pfx}-`)) await deleteNetns(n)
   }
   rmSync(dir, { recursive: true, force: true })

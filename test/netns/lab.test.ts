@@ -64,13 +64,13 @@ t.test('lab up, status --json', async (t) => {
   st = readLabState(stateDir)
   const status = await beckon(['lab', 'status', ...labArgs, '--json'])
   const s = JSON.parse(status.stdout) as Record<string, any>
-  t.same(Object.keys(s.nodes).sort(), ['carrier-fw', 'client', 'gateway', 'ldap', 'mail', 'relay', 'smsc', 'terminal'])
+  t.same(Object.keys(s.nodes).sort(), ['carrier-fw', 'client', 'dns', 'gateway', 'ldap', 'mail', 'relay', 'smsc', 'terminal'])
   t.equal(s.nodes.relay.addresses.eth0, '198.51.100.20/24')
   t.equal(s.relay.client, '198.51.100.20:8443')
   t.same(s.terminal.services, ['203.0.113.20:8080'])
   t.equal(s.user.name, 'dr-grey')
   t.match(s.user.password, /^\S{8,}$/)
-  t.same(s.running, { 'charon-client': true, 'charon-terminal': true, 'charon-relay': true, slapd: true, smsc: true, postfix: true, dovecot: true, service: true, agent: true, relay: true, gateway: true })
+  t.same(s.running, { named: true, 'charon-client': true, 'charon-terminal': true, 'charon-relay': true, slapd: true, smsc: true, postfix: true, dovecot: true, service: true, agent: true, relay: true, gateway: true })
   // The management API: URL, admin token and CA, as an engineer needs them.
   t.equal(s.api.url, 'https://127.0.0.1:8444')
   t.match(s.api.token, /^bkn_[a-f0-9]{16}_[\w-]{43}$/)
