@@ -203,3 +203,11 @@ t.test('every unit passes systemd-analyze verify; exposure matches docs/operatio
     t.match(docs, new RegExp(`\\| \`${u.replace('.', '\\.')}\` \\| ${level![1]!.replace('.', '\\.')} ${level![2]} \\|`), `${u}: docs/operations.md says ${level![1]} ${level![2]}`)
   }
 })
+
+t.test('a public_address a gateway cannot dial back is refused, naming it', async (t) => {
+  const keys = { x25519_private: generateRawKeyPair('x25519').privateKey, ed25519_private: generateRawKeyPair('ed25519').privateKey }
+  for (const a of ['0.0.0.0', '::', '::ffff:198.51.100.20', '239.1.2.3', 'ff02::1']) {
+    t.throws(() => parseRelayConfig({ public_address: a, keys }), { code: 'BECKON_ERR_CONFIG', message: /public_address: .* cannot be dialled back/ }, a)
+  }
+  t.equal(parseRelayConfig({ public_address: '2001:db8::20', keys }).publicAddress, '2001:db8::20')
+})

@@ -43,6 +43,13 @@ export interface RelayConfig {
   x25519Private: KeyObject
   ed25519Private: KeyObject
   signalTtlMs: number
+  /**
+   * How long an IPsec session whose TCP path broke may re-join (0: never; the ends unload
+   * at once, as before). The agent keeps its side a little longer (RESUME_GRACE_S).
+   */
+  resumeWindowMs: number
+  /** How long one re-join attempt waits for the dial-back (the device is awake). */
+  resumeAttemptTimeoutMs: number
   maxPending: number
   perUserPerMinute: number
   smpp: { url: string, systemId: string, password: string, sourceAddr: string } | undefined
@@ -90,7 +97,7 @@ function ports (f: Fields, key: string): number[] {
 export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig {
   const f = new Fields(obj, source)
   known(f, ['client_listen', 'tls', 'allow_plain_basic', 'dialback_listen', 'public_address', 'dialback_port', 'keys', 'signal_ttl', 'max_pending',
-    'rate_per_user_per_minute', 'smpp', 'smtp', 'ipsec', 'users', 'devices', 'gateways', 'store', 'state_dir', 'relay_id', 'api', 'dns'])
+    'rate_per_user_per_minute', 'smpp', 'smtp', 'ipsec', 'users', 'devices', 'gateways', 'store', 'state_dir', 'relay_id', 'api', 'dns', 'resume_window', 'resume_attempt_timeout'])
   const keys = f.sub('keys')
   const dialbackListen = f.hostPort('dialback_listen', '0.0.0.0:7001')
   const tls = f.has('tls') ? { cert: f.sub('tls').str('cert'), key: f.sub('tls').str('key') } : undefined
@@ -126,11 +133,13 @@ export function parseRelayConfig (obj: Obj, source = 'relay.yaml'): RelayConfig 
     tls,
     allowPlainBasic: f.bool('allow_plain_basic', false),
     dialbackListen,
-    publicAddress: f.ip('public_address'),
+    publicAddress: signalAddress(f),
     dialbackPort: f.num('dialback_port', dialbackListen.port, 0, 65535),
     x25519Private: privateKeyFromRaw('x25519', keys.str('x25519_private'), `${source}.keys.x25519_private`),
     ed25519Private: privateKeyFromRaw('ed25519', keys.str('ed25519_private'), `${source}.keys.ed25519_private`),
     signalTtlMs: f.ms('signal_ttl', 120_000),
+    resumeWindowMs: f.ms('resume_window', 60_000),
+    resumeAttemptTimeoutMs: f.ms('resume_attempt_timeout', 5_000),
     maxPending: f.num('max_pending', 1_000, 1),
     perUserPerMinute: f.num('rate_per_user_per_minute', 600, 1),
     smpp,
@@ -173,6 +182,18 @@ function parseDns (d: Fields, clientPort: number): RelayDns {
   })
   if (relays.length === 0) throw new BeckonError('BECKON_ERR_CONFIG', `${d.path}.relays: list at least one relay (host, address, port)`)
   return { server, zone, tsig: { name: t.str('name'), algorithm, secret }, relays, ttl: d.num('ttl', 30, 0, 86400) }
+}
+
+/**
+ * The address put into every signal, where gateways dial back: one a gateway can dial.
+ * Unspecified, multicast and IPv4-mapped IPv6 forms pass `isIP` but would be carried
+ * (or dialled) as something else, after every SMS was spent.
+ */
+function signalAddress (f: Fields): string {
+  const a = f.ip('public_address')
+  const bad = /^(0\.0\.0\.0|::|::ffff:.*|2(2[4-9]|3\d)\..*|ff[0-9a-f]{2}:.*)$/i.test(a)
+  if (bad) throw new BeckonError('BECKON_ERR_CONFIG', `${f.path}.public_address: ${a} cannot be dialled back (unspecified, multicast or IPv4-mapped); give the relay's public unicast address`)
+  return a
 }
 
 /** A YAML rule `{ users, groups, tcp: [ports], ipsec }` as a policy rule. */
