@@ -57,6 +57,8 @@ function readable (sock: Socket, what: string, timeoutMs: number, take: () => Bu
 export function readExact (sock: Socket, n: number, what: string, timeoutMs: number): Promise<Buffer> {
   return readable(sock, what, timeoutMs, () => {
     const b = sock.read(n) as Buffer | null
+    // At the end of the stream read(n) hands over whatever is left, even if short.
+    if (b !== null && b.length < n) throw new BeckonError('BECKON_ERR_PROTOCOL', `connection closed after ${b.length} of ${n} bytes of ${what}`)
     if (b !== null) return b
     if (sock.readableEnded) throw new BeckonError('BECKON_ERR_PROTOCOL', `connection closed while reading ${what}`)
     return undefined

@@ -108,3 +108,12 @@ for (const mode of ['userbuf', 'pipe'] as const) {
     t.equal(moved.bToA, 0)
   })
 }
+
+t.test('readExact refuses a short read at the end of the stream', async (t) => {
+  const server = net.createServer((s) => { s.end(Buffer.from('abc')) })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise((resolve) => server.close(resolve)))
+  const sock = await connectTcp('127.0.0.1', (server.address() as net.AddressInfo).port, 2_000)
+  t.teardown(() => sock.destroy())
+  await t.rejects(readExact(sock, 8, 'hello', 2_000), { code: 'BECKON_ERR_PROTOCOL', message: /after 3 of 8 bytes of hello/ })
+})
