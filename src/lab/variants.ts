@@ -25,7 +25,9 @@
  *                      not deployed, NAT64 would serve IPv6-only hosts reaching IPv4, the
  *                      other way round). The relay signals its IPv6 address.
  *   lossy              tc netem on both directions of the carrier link (carrier-fw ⇄
- *                      br-carrier): 2 % loss, 150 ms ± 30 ms delay, 25 % reordering.
+ *                      br-carrier): 2 % loss, 150 ms ± 30 ms delay, 25 % reordering; on a
+ *                      kernel without netem, 2 % loss only (nftables numgen), recorded in
+ *                      the lab state as `lossy: 'nft-loss-only'`.
  *   sleepy             the SMSC holds every message for the wake delay (eDRX/PSM paging)
  *                      and the device's wake timeout is long (10 min unless given).
  *   short-nat-timeout  carrier-fw's conntrack forgets idle established TCP after 30 s
@@ -52,6 +54,8 @@ export interface NetOptions {
   wakeTimeoutMs?: number
   /** short-nat-timeout: conntrack's established-TCP timeout in carrier-fw (default 30 s). */
   natTimeoutS?: number
+  /** lossy: what the kernel allowed (netem: loss, delay, reordering; else loss only). */
+  lossy?: 'netem' | 'nft-loss-only'
 }
 
 /** Parses `--net a,b`; refuses unknown names and combinations that cannot coexist. */
@@ -127,6 +131,22 @@ table ip beckon_nat {
 }
 `
 }
+
+/**
+ * Without netem in the kernel (CONFIG_NET_SCH_NETEM unset, as on this project's CI
+ * machines) the lossy variant keeps the loss, from nftables' random number generator, and
+ * reports that delay and reordering are missing: packets forwarded to or from the carrier
+ * link are dropped with probability 2 %.
+ */
+export const LOSS_RULES = `
+table inet beckon_lossy {
+  chain forward {
+    type filter hook forward priority filter - 10; policy accept;
+    iifname "carr0" numgen random mod 100 < 2 counter drop comment "lossy: uplink"
+    oifname "carr0" numgen random mod 100 < 2 counter drop comment "lossy: downlink"
+  }
+}
+`
 
 /** `tc qdisc` arguments for one direction of the lossy carrier link. */
 export function netemArgs (dev: string): string[] {
