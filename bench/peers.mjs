@@ -203,7 +203,11 @@ await withLab({ sink: true }, async (st) => {
         [`vs ${ref}: iperf3 TCP (Mbit/s)`, med('beckon', (x) => x.mbps), med(ref, (x) => x.mbps), pair(ref, (o, r) => o.mbps / r.mbps), `${rounds} rounds × ${secs} s; ratio = median of paired ours/ref`],
         [`vs ${ref}: TCP RTT p50 (ms)`, med('beckon', (x) => x.rtt.medianMs), med(ref, (x) => x.rtt.medianMs), pair(ref, (o, r) => r.rtt.medianMs / o.rtt.medianMs), '300 sequential 32-byte echoes; ratio = ref/ours'],
         [`vs ${ref}: TCP RTT p99 (ms)`, med('beckon', (x) => x.rtt.p99Ms), med(ref, (x) => x.rtt.p99Ms), pair(ref, (o, r) => r.rtt.p99Ms / o.rtt.p99Ms), ''],
-        ...HOSTS.map((h) => [`vs ${ref}: cpu s/GB ${h}`, med('beckon', (x) => x.cpu[h]), med(ref, (x) => x.cpu[h]), pair(ref, (o, r) => r.cpu[h] / o.cpu[h]), h === 'client' ? 'all processes in the node; ratio = ref/ours' : '']),
+        // A host the reference does not pass through (ssh has no gateway hop) gets no ratio.
+        ...HOSTS.map((h) => {
+          const none = ref === 'ssh -L' && h === 'gateway'
+          return [`vs ${ref}: cpu s/GB ${h}`, med('beckon', (x) => x.cpu[h]), none ? 'no hop' : med(ref, (x) => x.cpu[h]), none ? '-' : pair(ref, (o, r) => r.cpu[h] / o.cpu[h]), h === 'client' ? 'all processes in the node; ratio = ref/ours' : none ? 'the terminal dials the bastion itself' : '']
+        }),
       )
     }
     const text = report('bench/peers (a) reaching the service', rowsA) + '\n\n' + report('bench/peers (b) encrypted tunnel over the TCP path', rowsB)
