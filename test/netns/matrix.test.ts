@@ -26,6 +26,8 @@ import { LabHarness, type Session } from '../helpers/lab-session.js'
 import { streamsInclude, tcpStreams } from '../helpers/pcap.js'
 
 if (!requireRoot(t)) process.exit(1)
+// Seven labs, one after the other: longer than the suite's 300 s default per file.
+t.setTimeout(15 * 60_000)
 
 const SLOW = process.env.BECKON_MATRIX_SLOW === '1'
 const WAKE_DELAY_MS = SLOW ? 5 * 60_000 : 20_000
