@@ -63,7 +63,13 @@ if [ "$phase" = 1 ]; then
   export BECKON_CARRIER_NET=203.0.113.0/24
   up "install.sh gateway"
   bash "$src/appliance/install.sh" gateway 2>&1 | show
-  check "install.sh gateway exits 0" test "${PIPESTATUS[0]}" = 0 || journal beckon-firewall.service
+  if ! check "install.sh gateway exits 0" test "${PIPESTATUS[0]}" = 0; then
+    journal beckon-firewall.service
+    # The same file outside the unit's sandbox: tells the sandbox from the ruleset.
+    say "  nft -f /etc/beckon/nftables.nft outside the unit:"; nft -f /etc/beckon/nftables.nft 2>&1 | show
+    say "  exit ${PIPESTATUS[0]}; modules: $(lsmod | awk '/^nf|^nft/ { printf "%s ", $1 }')"
+    nft delete table inet beckon 2>/dev/null
+  fi
 
   # The operator's edit: fill the REPLACE markers (keys made here, SMSC on loopback: nothing
   # listens there, so the gateway's SMPP bind keeps retrying with backoff, as without an SMSC).

@@ -11,7 +11,7 @@
 #
 # Needs root and Debian's mmdebstrap, qemu-system-x86 (+ seabios), e2fsprogs; fetches only
 # from the Debian archive (BECKON_VM_MIRROR). The guest has no network card (-nic none).
-# Bounded: BECKON_VM_TIMEOUT seconds (default 1200) for the whole run; qemu is killed, any
+# Bounded: BECKON_VM_TIMEOUT seconds (default 1800) for the whole run; qemu is killed, any
 # mount left under the work directory unmounted and the directory removed on every exit.
 #
 # Why /opt/beckon is pre-built: install.sh builds the code with `npm ci && tsc`, which needs
@@ -23,7 +23,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 mirror=${BECKON_VM_MIRROR:-http://deb.debian.org/debian}
-limit=${BECKON_VM_TIMEOUT:-1200}
+limit=${BECKON_VM_TIMEOUT:-1800}
 start=$(date +%s)
 say () { echo "vm: $(( $(date +%s) - start ))s: $*"; }
 
@@ -40,6 +40,7 @@ watchdog=''
 cleanup () {
   local rc=$?
   trap - EXIT INT TERM
+  set +e   # every step below must run, whether or not the one before found anything to do
   [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
   [ -n "$tpid" ] && kill "$tpid" 2>/dev/null
   if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
