@@ -100,6 +100,10 @@ function reporter (json: boolean, device: string): (stage: Stage, detail: Record
       connected: `connected${ms}, session ${String(d.session)}`,
       'ipsec-loaded': `charon programmed (${String(d.auth)})${ms}`,
       'tunnel-up': `IPsec tunnel up${ms}: ${String(d.local)} ⇄ ${String(d.remote)} (${String(d.selectors)})`,
+      'path-lost': `the path to the device broke (${String(d.reason)}); charon keeps the SAs, re-joining for up to ${Number(d.windowMs) / 1000} s`,
+      rejoining: `re-joining, attempt ${String(d.attempt)}${ms}`,
+      rejoined: `path re-joined after ${String(d.elapsedMs)} ms; same IPsec SAs`,
+      closed: `session ended${d.code === undefined ? '' : ` (${String(d.code)}: ${String(d.message)})`}`,
     }
     process.stderr.write(`beckon: ${text[stage]}\n`)
   }
@@ -127,9 +131,10 @@ async function connectIpsec (target: string, flags: ConnectFlags): Promise<void>
     process.exit(code)
   }
   onTerminate(() => stop(0))
-  await tunnel.closed
-  if (flags.json === true) process.stderr.write(JSON.stringify({ stage: 'closed' }) + '\n')
-  else process.stderr.write('beckon: the path to the device closed\n')
+  const why = await tunnel.closed
+  const end = why === undefined ? {} : { code: why.code, message: why.message }
+  if (flags.json === true) process.stderr.write(JSON.stringify({ stage: 'closed', ...end }) + '\n')
+  else process.stderr.write(`beckon: the path to the device closed${why === undefined ? '' : ` (${why.code}: ${why.message})`}\n`)
   await stop(1)
 }
 
@@ -155,6 +160,15 @@ async function connect (targetName: string, flags: ConnectFlags): Promise<void> 
     const s = first ?? openSession(opts, target, flags.json === true ? report : undefined)
     first = undefined
     s.then(async (sess) => {
+      // A raw TCP session cannot resume: a broken path reaches the local client as a
+      // reset (never as a clean end that would make a truncated transfer look whole).
+      sess.socket.once('error', (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE' && err.code !== 'ETIMEDOUT') return
+        const e = new BeckonError('BECKON_ERR_PATH_LOST', `${target}: ${err.code}; a raw TCP session cannot resume (its TCP state is gone)`)
+        if (flags.json === true) process.stderr.write(JSON.stringify({ stage: 'closed', code: e.code, message: e.message }) + '\n')
+        else process.stderr.write(`beckon: ${e.code}: ${e.message}\n`)
+        local.resetAndDestroy()
+      })
       await splice(local, sess.socket)
       if (flags.once === true) server.close()
     }, (err: BeckonError) => {

@@ -7,6 +7,11 @@
  * IPsec mode: unseals the session PSK, puts the terminal's permanent address on the host,
  * programs the local charon as responder and bridges the stream to it (RFC 8229), so the
  * service is reached through ESP only, narrowed to the descriptor's selectors.
+ *
+ * Mobility: when the path under an IPsec session breaks, the bridge keeps its UDP socket
+ * and charon its SAs for the descriptor's `resumeS`; a later descriptor naming the session
+ * in `resume` (the relay signed it after a resume signal) re-attaches the bridge to that
+ * stream, one with `end` ends the session at once.
  */
 import type { KeyObject } from 'node:crypto'
 import net, { type AddressInfo, type Socket } from 'node:net'
@@ -92,6 +97,8 @@ export class Agent {
   /** Descriptors acted on, until they expire; bounded, refusing when full. */
   private readonly seen = new ReplayCache(MAX_SEEN)
   private readonly sockets = new Set<Socket>()
+  /** IPsec sessions by id, attached or waiting for a re-join. */
+  private readonly bridges = new Map<string, { bridge: Rfc8229Bridge, user: string, timer: NodeJS.Timeout | undefined }>()
 
   constructor (private readonly cfg: AgentConfig, private readonly log: Logger, private readonly now: () => number = Date.now, private readonly ipsec?: AgentIpsec) {
     this.server = net.createServer({ allowHalfOpen: true }, (s) => { void this.onConnection(s) })
@@ -131,6 +138,10 @@ export class Agent {
       const d = verifyDescriptor(frame, { keys: this.cfg.relayKeys, now: nowSec, device: this.cfg.device })
       log = log.child({ session: d.session, user: d.user })
       this.admit(d, nowSec)
+      if (d.resume !== undefined) {
+        this.rejoin(d, sock, log)
+        return
+      }
       if (d.mode === 'ipsec') {
         await this.openTunnel(d, sock, log)
         return
@@ -183,7 +194,9 @@ export class Agent {
       psk = unseal(Buffer.from(p.pskSealed!, 'base64url'), ic.x25519Private, Buffer.from(d.session))
     }
     await this.ipsec.host.ensure(p.terminal.address)
-    const bridge = await Rfc8229Bridge.open({ stream: sock, originator: false, charon: { host: '127.0.0.1', port: ic.natTPort }, log })
+    const resumable = d.resumeS !== undefined && d.resumeS > 0
+    // Attached once the reply is out: charon's datagrams must not overtake it.
+    const bridge = await Rfc8229Bridge.open({ originator: false, resumable, charon: { host: '127.0.0.1', port: ic.natTPort }, log })
     try {
       await this.ipsec.tunnels.install({ session: d.session, side: 'responder', ipsec: p, psk, pubkey: this.ipsec.pubkey })
     } catch (err) {
@@ -191,13 +204,42 @@ export class Agent {
       throw err
     }
     sock.write(encodeReply({ ready: true, info: { mode: 'ipsec', address: p.terminal.address } }))
+    bridge.attach(sock)
     this.stats.accepted++
     this.stats.tunnels++
-    log.info({ mode: 'ipsec', auth: p.auth, client: p.client.address, ports: p.ports }, 'agent: session open')
+    log.info({ mode: 'ipsec', auth: p.auth, client: p.client.address, ports: p.ports, resumeS: d.resumeS }, 'agent: session open')
+    const held = { bridge, user: d.user, timer: undefined as NodeJS.Timeout | undefined }
+    this.bridges.set(d.session, held)
+    bridge.on('detached', (reason: string) => {
+      clearTimeout(held.timer)
+      log.info({ reason, waitS: d.resumeS }, 'agent: path lost; keeping the SAs for a re-join')
+      held.timer = setTimeout(() => bridge.close(new BeckonError('BECKON_ERR_PATH_LOST', `no re-join within ${d.resumeS} s`)), d.resumeS! * 1000)
+      held.timer.unref()
+    })
+    bridge.on('attached', () => { clearTimeout(held.timer); held.timer = undefined })
     bridge.once('close', () => {
+      clearTimeout(held.timer)
+      this.bridges.delete(d.session)
       this.stats.tunnels--
       void this.ipsec!.tunnels.remove(d.session).then(() => log.info(bridge.stats, 'agent: session closed'))
     })
+  }
+
+  /** A descriptor naming an existing session: re-attach its bridge here, or end it. */
+  private rejoin (d: Descriptor, sock: Socket, log: Logger): void {
+    const held = this.bridges.get(d.resume!)
+    log = log.child({ resumes: d.resume })
+    if (held === undefined) throw new BeckonError('BECKON_ERR_PATH_LOST', `no session ${d.resume} here (ended, or never opened)`)
+    if (held.user !== d.user) throw new BeckonError('BECKON_ERR_DESCRIPTOR_INVALID', `session ${d.resume} is not ${d.user}'s`)
+    if (d.end === true) {
+      sock.end(encodeReply({ ready: true, info: { mode: 'ipsec', ended: d.resume } }))
+      log.info('agent: session ended by the relay')
+      held.bridge.close(new BeckonError('BECKON_ERR_SESSION_ENDED', 'ended by the relay'))
+      return
+    }
+    sock.write(encodeReply({ ready: true, info: { mode: 'ipsec', resumed: d.resume } }))
+    held.bridge.attach(sock)
+    log.info('agent: path re-joined; same SAs')
   }
 
   private async open (d: Descriptor): Promise<Socket> {

@@ -27,9 +27,11 @@ export interface ClientOptions {
   connectTimeoutMs?: number
   /** Reach the relay through this HTTP proxy (CONNECT); absent, HTTPS_PROXY/NO_PROXY decide. */
   proxy?: ProxyUrl | undefined
+  /** Extra request headers (a re-join's `Beckon-Resume`). */
+  headers?: Record<string, string>
 }
 
-export type Stage = 'connecting' | 'relay-failed' | 'requested' | 'signalled' | 'called-back' | 'connected' | 'ipsec-loaded' | 'tunnel-up'
+export type Stage = 'connecting' | 'relay-failed' | 'requested' | 'signalled' | 'called-back' | 'connected' | 'ipsec-loaded' | 'tunnel-up' | 'path-lost' | 'rejoining' | 'rejoined' | 'closed'
 
 /** One relay from DNS: the address to connect to and its host name (TLS server name). */
 export interface RelayChoice { host: string, port: number, name?: string }
@@ -42,6 +44,8 @@ export interface Session {
   /** IPsec mode: the signed descriptor frame and this session's PSK (psk auth). */
   descriptor?: Buffer
   psk?: Buffer
+  /** IPsec mode: the path may re-join under this session within `windowMs`. */
+  resume?: { secret: Buffer, windowMs: number }
 }
 
 const STATUS_CODES: Record<number, ErrorCode> = {
@@ -114,7 +118,8 @@ async function openSessionAt (o: ClientOptions, target: string, onStage?: (stage
   sock.on('error', () => {})
   try {
     const auth = o.token !== undefined ? `Bearer ${o.token}` : o.user !== undefined ? basicAuth(o.user, o.password ?? '') : undefined
-    sock.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${auth === undefined ? '' : `Proxy-Authorization: ${auth}\r\n`}Beckon-Progress: 1\r\n\r\n`)
+    const extra = Object.entries(o.headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join('')
+    sock.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${auth === undefined ? '' : `Proxy-Authorization: ${auth}\r\n`}Beckon-Progress: 1\r\n${extra}\r\n`)
     onStage?.('requested', { elapsedMs: elapsed() })
     for (;;) {
       const res = await readResponse(sock, Math.max(1, timeoutMs - elapsed()))
@@ -132,6 +137,8 @@ async function openSessionAt (o: ClientOptions, target: string, onStage?: (stage
         const psk = res.headers.get('beckon-psk')
         if (desc !== undefined) s.descriptor = Buffer.from(desc, 'base64url')
         if (psk !== undefined) s.psk = Buffer.from(psk, 'base64url')
+        const rs = /^window=(\d{1,10}); secret=([A-Za-z0-9_-]{43})$/.exec(res.headers.get('beckon-resume') ?? '')
+        if (rs !== null) s.resume = { windowMs: Number(rs[1]), secret: Buffer.from(rs[2]!, 'base64url') }
         onStage?.('connected', { elapsedMs: s.elapsedMs, session: s.session, channel: s.channel })
         return s
       }

@@ -133,7 +133,7 @@ export class Gateway {
       this.refuse(e, { ...meta, session: s.sessionId.toString('hex') })
       return e
     }
-    this.log.info({ session: s.sessionId.toString('hex'), reference: s.reference, stage: 'signalled', ...meta }, 'gateway: signal accepted')
+    this.log.info({ session: s.sessionId.toString('hex'), reference: s.reference, stage: 'signalled', ...(s.resume === true ? { resume: true } : {}), ...meta }, 'gateway: signal accepted')
     return s
   }
 
@@ -195,6 +195,8 @@ export class Gateway {
   }
 
   close (): void {
-    for (const s of this.sockets) s.destroy()
+    // A reset, not a FIN: the ends must see a broken path (an IPsec session re-joins, a
+    // raw TCP one ends with BECKON_ERR_PATH_LOST), never a clean end of stream.
+    for (const s of this.sockets) s.resetAndDestroy()
   }
 }

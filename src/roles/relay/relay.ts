@@ -27,12 +27,15 @@ import { errorResponse, parseProxyAuthorization, parseTarget, responseHead, type
 import { signDescriptor, readReply, type Descriptor } from '../../proto/descriptor/descriptor.js'
 import { DialbackStatus, HELLO_SIZE, decodeHello, encodeAck } from '../../proto/dialback/dialback.js'
 import { Tunnel, checkDialbackProof, sealSignal } from '../../proto/signal/token.js'
+import { checkResume, parseResumeHeader, resumeKey, resumeSecret } from '../../proto/signal/resume.js'
 import type { Catalog, DeviceEntry, Snapshot } from './catalog.js'
 import type { RelayConfig } from './config.js'
 import { ipsecGrant } from './ipsec.js'
 import { RateLimiter, authorize } from './policy.js'
 
 const HANDSHAKE_TIMEOUT_MS = 5_000
+/** The agent keeps a detached session this much longer than the relay's window. */
+export const RESUME_GRACE_S = 15
 
 const dcOpen = diagnostics('beckon:relay:session:open')
 const dcClose = diagnostics('beckon:relay:session:close')
@@ -71,6 +74,10 @@ interface Live {
    * path (a CONNECT never waits on the database), and the end waits for the open.
    */
   writes: Promise<void>
+  /** IPsec: the path broke; the session ends (PATH_LOST) when this fires unless re-joined. */
+  detached: { timer: NodeJS.Timeout, at: number, middle: boolean } | undefined
+  /** The re-join CONNECT in progress; a newer one replaces it. */
+  rejoining: Socket | undefined
 }
 
 export interface RelayStats {
@@ -95,6 +102,8 @@ export class Relay {
   private readonly counters: Omit<RelayStats, 'pending'> = { active: 0, opened: 0, failed: {}, dialbacksRefused: 0 }
   private readonly live = new Map<string, Live>()
   private revisionSeen = -1
+  /** Derives each session's resume secret (see proto/signal/resume.ts). */
+  private readonly resumeKey: Buffer
 
   get stats (): RelayStats { return { ...this.counters, pending: this.pending.size } }
 
@@ -103,6 +112,7 @@ export class Relay {
     this.log = deps.log
     this.now = deps.now ?? Date.now
     this.limiter = new RateLimiter(this.cfg.perUserPerMinute, this.now)
+    this.resumeKey = resumeKey(this.cfg.ed25519Private)
     this.dialbackPort = this.cfg.dialbackPort
     const handler = (req: http.IncomingMessage, sock: Socket, head: Buffer): void => { void this.onConnect(req, sock, head) }
     this.clientServer = this.cfg.tls === undefined
@@ -160,6 +170,8 @@ export class Relay {
     let log = this.log.child({ peer: client.remoteAddress })
     let live: Live | undefined
     let who: { user?: string, device?: string } = {}
+    const resume = req.headers['beckon-resume']
+    if (typeof resume === 'string') { await this.onResume(req, client, head, resume, progress, log); return }
     try {
       const target = parseTarget(req.url ?? '')
       who.device = target.device
@@ -212,6 +224,7 @@ export class Relay {
         user: user.name,
         expires: Math.floor(this.now() / 1000) + 60,
         ...(target.mode === 'tcp' ? { mode: 'tcp' as const, port: target.port } : { mode: 'ipsec' as const, ipsec: grant!.params }),
+        ...(target.mode === 'ipsec' && this.cfg.resumeWindowMs > 0 ? { resumeS: Math.ceil(this.cfg.resumeWindowMs / 1000) + RESUME_GRACE_S } : {}),
       }
       const frame = signDescriptor(descriptor, this.cfg.ed25519Private)
       dial.write(frame)
@@ -233,24 +246,17 @@ export class Relay {
       const ipsecHeaders: Record<string, string> = grant === undefined ? {} : {
         'Beckon-Descriptor': frame.toString('base64url'),
         ...(grant.psk === undefined ? {} : { 'Beckon-Psk': grant.psk.toString('base64url') }),
+        // The path may break and re-join under this session (proto/signal/resume.ts).
+        ...(this.cfg.resumeWindowMs > 0 ? { 'Beckon-Resume': `window=${this.cfg.resumeWindowMs}; secret=${resumeSecret(this.resumeKey, sessionId).toString('base64url')}` } : {}),
       }
       client.write(responseHead(200, { 'Beckon-Session': id, 'Beckon-Channel': channel, ...(fallback.length > 0 ? { 'Beckon-Fallback': fallback.join(',') } : {}), 'Beckon-Elapsed-Ms': elapsed, ...ipsecHeaders }))
       if (head.length > 0) dial.write(head)
       this.counters.opened++
-      this.counters.active++
       this.deps.metrics?.connectSeconds.observe(elapsed / 1000)
       log.info({ stage: 'connected', elapsedMs: elapsed }, 'relay: session open')
       if (dcOpen.hasSubscribers) dcOpen.publish({ session: id, device: device.name, user: user.name, elapsedMs: elapsed })
-      live.base = { up: dial.bytesWritten, down: client.bytesWritten }
       this.stage(live, 'connected')
-      const moved = await splice(client, dial)
-      this.counters.active--
-      this.deps.metrics?.bytes.inc({ direction: 'up' }, moved.aToB)
-      this.deps.metrics?.bytes.inc({ direction: 'down' }, moved.bToA)
-      const end = this.endedError(live)
-      log.info({ stage: 'closed', ...moved, ...(end === undefined ? {} : { code: end.code, reason: end.detail }) }, 'relay: session closed')
-      if (dcClose.hasSubscribers) dcClose.publish({ session: id, ...moved })
-      await this.close1(live, end?.code ?? 'ok', end?.detail, moved.aToB, moved.bToA)
+      await this.carry(live, client, dial, log)
     } catch (err) {
       const e = toBeckonError(err)
       if (live !== undefined) {
@@ -265,6 +271,184 @@ export class Relay {
       log.warn({ code: e.code, err: e.message, elapsedMs: this.now() - started }, 'relay: session refused')
       if (!client.destroyed && client.writable) client.end(errorResponse(e))
       else client.destroy()
+    }
+  }
+
+  /**
+   * Splices a session's current path until it ends. An IPsec session whose path ends by
+   * itself is detached, not ended: both bridges keep charon's SAs and the client re-joins
+   * (onResume) within the window. A raw TCP session cannot: its TCP state died with the
+   * path, so a path that broke (an error on the gateway's side, not a FIN) ends it with
+   * BECKON_ERR_PATH_LOST, passed to the client as a reset, never as a clean end of stream.
+   */
+  private async carry (l: Live, client: Socket, dial: Socket, log: Logger): Promise<void> {
+    const id = l.record.id
+    l.client = client
+    l.dial = dial
+    l.base = { up: dial.bytesWritten, down: client.bytesWritten }
+    let broke: Error | undefined
+    let dialFirst = false
+    dial.once('error', (e) => { broke ??= e })
+    dial.once('close', () => { if (!client.destroyed) dialFirst = true })
+    this.counters.active++
+    const moved = await splice(client, dial)
+    this.counters.active--
+    this.deps.metrics?.bytes.inc({ direction: 'up' }, moved.aToB)
+    this.deps.metrics?.bytes.inc({ direction: 'down' }, moved.bToA)
+    // A re-join replaced this path: the session goes on elsewhere.
+    if (l.client !== client) return
+    const end = this.endedError(l)
+    if (end === undefined && l.record.mode === 'ipsec' && this.cfg.resumeWindowMs > 0 && this.live.has(id)) {
+      this.detach(l, log, dialFirst || broke !== undefined, moved)
+      return
+    }
+    const lost = end === undefined && l.record.mode === 'tcp' && broke !== undefined
+    if (lost && !client.destroyed) client.resetAndDestroy()
+    const code = end?.code ?? (lost ? 'BECKON_ERR_PATH_LOST' : 'ok')
+    const reason = end?.detail ?? (lost ? `the path broke (${broke!.message}); a raw TCP session cannot resume` : undefined)
+    log.info({ stage: 'closed', ...moved, ...(code === 'ok' ? {} : { code, reason }) }, 'relay: session closed')
+    if (dcClose.hasSubscribers) dcClose.publish({ session: id, ...moved })
+    await this.close1(l, code, reason, moved.aToB, moved.bToA)
+  }
+
+  /** The path under an IPsec session ended: wait for a re-join until the window closes. */
+  private detach (l: Live, log: Logger, middle: boolean, moved: { aToB: number, bToA: number }): void {
+    const id = l.record.id
+    if (l.detached !== undefined) clearTimeout(l.detached.timer)
+    const timer = setTimeout(() => {
+      if (l.detached?.timer !== timer) return
+      l.rejoining?.destroy()
+      const code = middle ? 'BECKON_ERR_PATH_LOST' : 'ok'
+      log.info({ stage: 'closed', code }, 'relay: no re-join within the window; session ended')
+      void this.close1(l, code, middle ? `no re-join within ${this.cfg.resumeWindowMs} ms` : undefined, 0, 0)
+    }, this.cfg.resumeWindowMs)
+    timer.unref()
+    l.detached = { timer, at: this.now(), middle }
+    log.info({ stage: 'path-lost', middle, ...moved, windowMs: this.cfg.resumeWindowMs }, 'relay: path lost; waiting for a re-join')
+  }
+
+  /**
+   * A re-join (`Beckon-Resume`): the same user, with proof of the session's resume secret,
+   * for a session this relay holds and no one ended. The gateway gets a resume signal (a
+   * fresh attempt id, so replays are refused as usual), dials the terminal and back; the
+   * agent re-attaches its bridge; the relay answers 200 and splices the new path.
+   */
+  private async onResume (req: http.IncomingMessage, client: Socket, head: Buffer, header: string, progress: boolean, log: Logger): Promise<void> {
+    const started = this.now()
+    let who: { user?: string, device?: string, session?: string } = {}
+    let l: Live | undefined
+    let dial: Socket | undefined
+    try {
+      const target = parseTarget(req.url ?? '')
+      who.device = target.device
+      if (target.mode !== 'ipsec') throw new BeckonError('BECKON_ERR_PATH_LOST', 'a raw TCP session cannot resume (its TCP state is gone)')
+      const r = parseResumeHeader(header)
+      who.session = r.session
+      const snap = await this.catalog()
+      const user = await this.authenticate(req, client, snap)
+      who.user = user.name
+      checkResume(this.resumeKey, r, this.now())
+      l = this.live.get(r.session)
+      if (l === undefined) {
+        const rec = await this.deps.store.getSession(r.session).catch(() => undefined)
+        if (rec?.outcome === 'BECKON_ERR_SESSION_ENDED') throw new BeckonError('BECKON_ERR_SESSION_ENDED', rec.reason ?? 'ended')
+        if (rec !== undefined && rec.ended_at !== undefined) throw new BeckonError('BECKON_ERR_PATH_LOST', `session ${r.session} ended (${rec.outcome ?? '?'})`)
+        throw new BeckonError('BECKON_ERR_RESUME_REFUSED', rec === undefined ? `no session ${r.session}` : `session ${r.session} is held by relay ${rec.relay}`)
+      }
+      const ended = this.endedError(l)
+      if (ended !== undefined) throw ended
+      if (l.record.user !== user.name || l.record.device !== target.device || l.record.mode !== 'ipsec') throw new BeckonError('BECKON_ERR_RESUME_REFUSED', `session ${r.session} is not ${user.name}'s to ${target.device}`)
+      const entry = snap.devices.get(target.device)
+      if (entry === undefined) throw new BeckonError('BECKON_ERR_UNKNOWN_DEVICE', target.device)
+      authorize(user, entry.device, entry.policy, target)
+      const live = l
+      log = log.child({ session: r.session, user: user.name, device: target.device })
+      // The newest re-join wins; an old path that still looks alive is given up.
+      live.rejoining?.destroy()
+      live.rejoining = client
+      if (live.detached === undefined) {
+        const [c, d] = [live.client, live.dial]
+        live.client = client // carry() of the old path now sees it was replaced
+        live.dial = undefined
+        c.destroy()
+        d?.destroy()
+        this.detach(live, log, false, { aToB: 0, bToA: 0 })
+      }
+      const attemptId = randomBytes(12)
+      const key = randomBytes(32)
+      const attempt = attemptId.toString('hex')
+      const dialback = this.expectDialback(attemptId, key, target.device, Math.min(entry.device.wake_timeout_ms, this.cfg.resumeAttemptTimeoutMs))
+      const clientGone = new Promise<never>((_resolve, reject) => {
+        client.once('close', () => { this.pending.delete(attempt); reject(new BeckonError('BECKON_ERR_PROTOCOL', 'client went away while re-joining')) })
+      })
+      clientGone.catch(() => {})
+      const { channel } = await this.signal(entry, target, attemptId, key, log, true)
+      if (progress) client.write(responseHead(102, { 'Beckon-Stage': `signalled; channel=${channel}` }))
+      const got = await Promise.race([dialback.promise, clientGone])
+      dial = got.sock
+      if (got.status === DialbackStatus.UNREACHABLE) throw new BeckonError('BECKON_ERR_TERMINAL_UNREACHABLE', `${target.device} did not answer the gateway`)
+      const frame = signDescriptor({ v: 1, session: attempt, resume: r.session, device: target.device, user: user.name, expires: Math.floor(this.now() / 1000) + 60, mode: 'ipsec' }, this.cfg.ed25519Private)
+      dial.write(frame)
+      const reply = await Promise.race([readReply(dial, HANDSHAKE_TIMEOUT_MS), clientGone])
+      if (!reply.ready) {
+        const code = reply.code === 'BECKON_ERR_PATH_LOST' || reply.code === 'BECKON_ERR_SESSION_ENDED' ? reply.code : 'BECKON_ERR_TERMINAL_REFUSED'
+        throw new BeckonError(code, `${reply.code}: ${reply.message}`)
+      }
+      // Ended (kill, window) while we waited: that wins.
+      const end = this.endedError(live) ?? (this.live.has(r.session) ? undefined : new BeckonError('BECKON_ERR_PATH_LOST', 'the re-join window closed'))
+      if (end !== undefined) throw end
+      if (live.rejoining !== client) throw new BeckonError('BECKON_ERR_RESUME_REFUSED', 'a newer re-join replaced this one')
+      clearTimeout(live.detached!.timer)
+      const outageMs = this.now() - live.detached!.at
+      live.detached = undefined
+      live.rejoining = undefined
+      const elapsed = this.now() - started
+      client.write(responseHead(200, { 'Beckon-Session': r.session, 'Beckon-Channel': channel, 'Beckon-Elapsed-Ms': elapsed }))
+      if (head.length > 0) dial.write(head)
+      log.info({ stage: 'rejoined', attempt, elapsedMs: elapsed, outageMs }, 'relay: session re-joined')
+      this.rejoinAudit(who, 'ok', { attempt, elapsedMs: elapsed, outageMs })
+      await this.carry(live, client, dial, log)
+    } catch (err) {
+      const e = toBeckonError(err)
+      dial?.destroy()
+      if (l !== undefined && l.rejoining === client) l.rejoining = undefined
+      this.counters.failed[e.code] = (this.counters.failed[e.code] ?? 0) + 1
+      log.warn({ code: e.code, err: e.message, session: who.session, elapsedMs: this.now() - started }, 'relay: re-join refused')
+      if (e.code !== 'BECKON_ERR_BAD_REQUEST' && e.code !== 'BECKON_ERR_AUTH_REQUIRED') this.rejoinAudit(who, e.code, { message: e.message })
+      if (!client.destroyed && client.writable) client.end(errorResponse(e))
+      else client.destroy()
+    }
+  }
+
+  private rejoinAudit (who: { user?: string, device?: string, session?: string }, outcome: string, detail: Record<string, unknown>): void {
+    void this.deps.store.audit({ actor: who.user === undefined ? 'peer' : `user:${who.user}`, action: 'session.rejoin', target: `session/${who.session ?? '?'}`, outcome, detail: { device: who.device, ...detail } })
+      .catch((er: unknown) => this.log.warn({ err: (er as Error).message }, 'relay: audit failed'))
+  }
+
+  /**
+   * Tells the agent to end an IPsec session now (operator kill, policy change): a resume
+   * signal whose descriptor says `end`. The client learns it from the refused re-join.
+   */
+  private async endAtAgent (l: Live): Promise<void> {
+    const r = l.record
+    const log = this.log.child({ session: r.id, device: r.device })
+    try {
+      const snap = await this.deps.catalog.current()
+      const entry = snap.devices.get(r.device)
+      if (entry === undefined) return
+      const attemptId = randomBytes(12)
+      const key = randomBytes(32)
+      const dialback = this.expectDialback(attemptId, key, r.device, Math.min(entry.device.wake_timeout_ms, 10_000))
+      await this.signal(entry, { device: r.device, mode: 'ipsec' }, attemptId, key, log, true)
+      const { sock } = await dialback.promise
+      this.track(sock)
+      try {
+        sock.write(signDescriptor({ v: 1, session: attemptId.toString('hex'), resume: r.id, end: true, device: r.device, user: r.user, expires: Math.floor(this.now() / 1000) + 60, mode: 'ipsec' }, this.cfg.ed25519Private))
+        const reply = await readReply(sock, HANDSHAKE_TIMEOUT_MS)
+        log.info({ ready: reply.ready }, 'relay: agent told to end the session')
+      } finally { sock.destroy() }
+    } catch (err) {
+      log.warn({ err: toBeckonError(err).message }, 'relay: could not tell the agent to end the session; it ends when its re-join window closes')
     }
   }
 
@@ -301,7 +485,7 @@ export class Relay {
       id, relay: this.cfg.relayId, user: user.name, device, mode: target.mode, ...(target.mode === 'tcp' ? { port: target.port } : {}),
       stage: 'authorized', fallback: [], bytes_up: 0, bytes_down: 0, started_at: this.now(),
     }
-    const l: Live = { record, client, dial: undefined, base: undefined, ended: undefined, groups: user.groups, writes: Promise.resolve() }
+    const l: Live = { record, client, dial: undefined, base: undefined, ended: undefined, groups: user.groups, writes: Promise.resolve(), detached: undefined, rejoining: undefined }
     this.live.set(id, l)
     this.deps.metrics?.sessions.inc({ stage: 'authorized' })
     this.write(l, 'open', () => this.deps.store.sessionOpen({ ...record }))
@@ -323,6 +507,7 @@ export class Relay {
 
   private async close1 (l: Live, outcome: string, reason: string | undefined, up: number, down: number): Promise<void> {
     if (!this.live.delete(l.record.id)) return
+    if (l.detached !== undefined) clearTimeout(l.detached.timer)
     this.deps.metrics?.sessions.dec({ stage: l.record.stage })
     this.deps.metrics?.outcomes.inc({ outcome })
     const at = this.now()
@@ -345,8 +530,14 @@ export class Relay {
     this.log.info({ session: id, reason, actor }, 'relay: ending session')
     l.client.destroy()
     l.dial?.destroy()
+    l.rejoining?.destroy()
     const p = this.pending.get(id)
     if (p !== undefined) this.pending.delete(id)
+    // An IPsec session: the client's re-join is refused (SESSION_ENDED); the agent is told.
+    if (l.record.mode === 'ipsec' && l.record.stage === 'connected') {
+      void this.endAtAgent(l)
+      if (l.detached !== undefined) void this.close1(l, 'BECKON_ERR_SESSION_ENDED', reason, 0, 0)
+    }
     return true
   }
 
@@ -398,7 +589,7 @@ export class Relay {
   // ---- step D: the signal, over the device's channels in order ---------------------
 
   /** Tries the device's channels in order; returns the one that took it and those that failed. */
-  private async signal (entry: DeviceEntry, target: Target, sessionId: Buffer, key: Buffer, log: Logger): Promise<{ channel: string, fallback: string[] }> {
+  private async signal (entry: DeviceEntry, target: Target, sessionId: Buffer, key: Buffer, log: Logger, resume = false): Promise<{ channel: string, fallback: string[] }> {
     const device = entry.device
     const errors: string[] = []
     const failed: string[] = []
@@ -417,6 +608,7 @@ export class Relay {
           sessionKey: key,
           refKind: name === 'sms' ? 'msisdn' : 'email',
           reference: reference ?? '',
+          ...(resume ? { resume } : {}),
         }, this.cfg.x25519Private, entry.gatewayKey)
         await ch.send({ msisdn: device.msisdn, email: device.email }, token, sessionId)
         this.deps.metrics?.signals.inc({ channel: name, result: 'sent' })
