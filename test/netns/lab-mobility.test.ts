@@ -1,0 +1,155 @@
+// Mobility in the namespace lab: a 50 MB download over the IPsec tunnel survives the path
+// breaking under it, and the same IKE_SA and CHILD_SA carry on (no renegotiation).
+//
+//   [client] curl ─▶ charon ⇄ bridge ══TLS══▶ [relay] ◀══dial-back══ [gateway] ══▶ [terminal] bridge ⇄ charon ─▶ file server :9000
+//                                                 (a) gateway killed + restarted
+//                                                 (b) carrier-fw inet0 down for 3 s (relay ↔ carrier)
+//                                                 (c) the terminal's carrier address changes (.20 → .21); the carrier
+//                                                     tells the gateway (its terminal map, here by config + restart)
+//
+// Each case: SHA-256 of the download equals the source, list-sas on both charons shows the
+// same IKE and CHILD SPIs before and after, and the time from the path being back to the
+// download's bytes moving again is printed and must be ≤ 5 s.
+import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { readFileSync, statSync, writeFileSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { parse as parseYaml, stringify as toYaml } from 'yaml'
+import { waitFor } from '../../src/core/exec.js'
+import { labCli, startRole, stopRole } from '../../src/lab/lab.js'
+import { ViciSession } from '../../src/proto/vici/session.js'
+import { requireRoot } from '../helpers/charon-pair.js'
+import { LabHarness } from '../helpers/lab-session.js'
+
+if (!requireRoot(t)) process.exit(1)
+
+const lab = new LabHarness(t, 'bkm')
+const SIZE = 50 * 1024 * 1024
+const PORT = 9000
+let source = ''
+let sourceSha = ''
+
+async function spis (uri: string): Promise<string[]> {
+  const v = await ViciSession.open({ uri, reconnect: false })
+  try {
+    const sas = await v.listSas()
+    return sas.flatMap((sa) => [`ike ${String(sa.raw.get('initiator-spi'))}/${String(sa.raw.get('responder-spi'))}`, ...sa.children.map((c) => `child ${c.spiIn ?? '?'}/${c.spiOut ?? '?'}`)])
+  } finally { await v.close() }
+}
+
+async function bothSpis (): Promise<string[]> {
+  return [...(await spis(lab.st.ipsec.clientVici)).map((s) => `client ${s}`), ...(await spis(lab.st.ipsec.terminalVici)).map((s) => `terminal ${s}`)]
+}
+
+/** curl in the client node, rate-limited so faults land mid-transfer; resolves with its exit. */
+function download (out: string): { done: Promise<number | null>, size: () => number } {
+  const p = spawn('ip', ['netns', 'exec', lab.st.nodes.client.netns, 'curl', '-sS', '--limit-rate', '4M', '-m', '150', '-o', out, `http://[${lab.st.terminal.permanentAddress}]:${PORT}/file`], { stdio: ['ignore', 'ignore', 'inherit'] })
+  t.teardown(() => { p.kill('SIGKILL') })
+  return {
+    done: new Promise((resolve) => p.once('exit', (code) => resolve(code))),
+    size: () => existsSync(out) ? statSync(out).size : 0,
+  }
+}
+
+const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex')
+
+/** Runs one fault mid-download; returns ms from "path back" to bytes moving again. */
+async function survives (t: Test, name: string, fault: () => Promise<void>): Promise<number> {
+  const before = await bothSpis()
+  t.ok(before.length >= 4, `${name}: SAs up on both charons: ${before.join(', ')}`)
+  const out = join(lab.stateDir, `dl-${name}.bin`)
+  const dl = download(out)
+  await waitFor('5 MB downloaded', () => dl.size() > 5 * 1024 * 1024, 30_000)
+  await fault()
+  const back = Date.now()
+  const at = dl.size()
+  await waitFor('bytes moving again', () => dl.size() > at + 64 * 1024, 30_000)
+  const resumeMs = Date.now() - back
+  t.comment(`${name}: traffic resumed ${resumeMs} ms after the path was back`)
+  t.ok(resumeMs <= 5_000, `${name}: traffic resumed within 5 s of the path being back (${resumeMs} ms)`)
+  t.equal(await dl.done, 0, `${name}: curl completed`)
+  t.equal(statSync(out).size, SIZE, `${name}: 50 MB arrived`)
+  t.equal(sha(out), sourceSha, `${name}: SHA-256 matches the source`)
+  t.same(await bothSpis(), before, `${name}: the same IKE and CHILD SPIs on both charons (no new SA)`)
+  return resumeMs
+}
+
+const stages: Array<{ stage?: string }> = []
+
+t.test('lab up; a 50 MB file served on the terminal; the agent listens on every address', async (tt) => {
+  const r = await lab.up(['--with-sink'])
+  tt.equal(r.status, 0, r.stderr)
+  source = join(lab.stateDir, 'source.bin')
+  writeFileSync(source, randomBytes(SIZE))
+  sourceSha = sha(source)
+  // The sink's port (allowed by the policy and exposed by the agent) serves the file instead.
+  await stopRole(lab.st, 'sink')
+  const srv = spawn('ip', ['netns', 'exec', lab.st.nodes.terminal.netns, process.execPath, '-e',
+    `const fs=require('fs');require('http').createServer((q,s)=>{s.writeHead(200,{'content-length':${SIZE}});fs.createReadStream(${JSON.stringify(source)}).pipe(s)}).listen(${PORT},'::',()=>console.log('up'))`], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { srv.kill('SIGKILL') }) // the file's, not this subtest's
+  await new Promise((resolve) => srv.stdout!.once('data', resolve))
+  // A terminal that moves keeps its agent reachable on whatever address it gets next.
+  const agentYaml = join(lab.stateDir, 'etc', 'agent.yaml')
+  const a = parseYaml(readFileSync(agentYaml, 'utf8')) as Record<string, unknown>
+  a.listen = `0.0.0.0:7400`
+  writeFileSync(agentYaml, toYaml(a))
+  await stopRole(lab.st, 'agent')
+  await startRole(lab.st, 'agent')
+  await lab.inNode('terminal', ['sysctl', '-qw', 'net.ipv4.conf.eth0.promote_secondaries=1'])
+})
+
+t.test('a 50 MB download survives the path breaking three ways; same SAs throughout', async (t) => {
+  const s = await lab.connect()
+  t.teardown(() => lab.stop(s))
+  const times: Record<string, number> = {}
+
+  times['gateway restarted'] = await survives(t, 'gateway-restart', async () => {
+    await stopRole(lab.st, 'gateway')
+    await startRole(lab.st, 'gateway')
+  })
+
+  times['relay-carrier link down 3 s'] = await survives(t, 'link-down', async () => {
+    const fw = lab.st.nodes['carrier-fw'].netns
+    await lab.inNode('carrier-fw', ['ip', 'link', 'set', 'inet0', 'down'])
+    t.teardown(() => { spawn('ip', ['netns', 'exec', fw, 'ip', 'link', 'set', 'inet0', 'up']) })
+    await new Promise((resolve) => setTimeout(resolve, 3_000))
+    await lab.inNode('carrier-fw', ['ip', 'link', 'set', 'inet0', 'up'])
+  })
+
+  times['terminal moved to another carrier address'] = await survives(t, 'address-change', async () => {
+    // The carrier gives the terminal a new address and drops the old one; its core tells
+    // the gateway where the MSISDN now lives (here: the gateway's terminal map + restart).
+    await lab.inNode('terminal', ['ip', 'addr', 'add', '203.0.113.21/24', 'dev', 'eth0'])
+    await lab.inNode('terminal', ['ip', 'addr', 'del', '203.0.113.20/24', 'dev', 'eth0'])
+    const gwYaml = join(lab.stateDir, 'etc', 'gateway.yaml')
+    const g = parseYaml(readFileSync(gwYaml, 'utf8')) as { terminals: Record<string, { address: string }> }
+    for (const k of Object.keys(g.terminals)) g.terminals[k]!.address = '203.0.113.21:7400'
+    writeFileSync(gwYaml, toYaml(g))
+    await stopRole(lab.st, 'gateway')
+    await startRole(lab.st, 'gateway')
+  })
+
+  t.comment(`resume times: ${JSON.stringify(times)}`)
+  const seen = s.stages.map((x) => x.stage)
+  t.ok(seen.includes('path-lost') && seen.includes('rejoining') && seen.includes('rejoined'), `the client's stages show the re-joins: ${seen.join(' → ')}`)
+  for (const st of s.stages.filter((x) => x.stage === 'rejoined')) t.comment(`rejoined: ${JSON.stringify(st)}`)
+  stages.push(...s.stages)
+  const { entries } = await labCli(lab.st, ['audit', '--all']) as { entries: Array<Record<string, any>> }
+  const rejoins = entries.filter((e) => e.action === 'session.rejoin')
+  t.ok(rejoins.some((e) => e.outcome === 'ok'), `every re-join attempt is audited (${rejoins.map((e) => e.outcome).join(', ')})`)
+})
+
+t.test('an operator kill ends everything and does not re-join', async (t) => {
+  const s = await lab.connect()
+  const [live] = await labCli(lab.st, ['session', 'list', '--live', '--user', lab.st.user.name]) as Array<{ id: string }>
+  await labCli(lab.st, ['session', 'kill', live!.id])
+  await Promise.race([s.exited, new Promise((_r, reject) => setTimeout(() => reject(new Error('still running after kill')), 15_000))])
+  const closed = s.stages.find((x) => x.stage === 'closed') as { code?: string } | undefined
+  t.equal(closed?.code, 'BECKON_ERR_SESSION_ENDED', 'the client ends with the kill\'s code')
+  t.notOk(s.stages.some((x) => x.stage === 'rejoined'), 'no re-join')
+  for (const uri of [lab.st.ipsec.clientVici, lab.st.ipsec.terminalVici]) {
+    await waitFor('no SA left', async () => (await spis(uri)).length === 0, 10_000)
+  }
+  t.pass('no SA left on either charon')
+})
