@@ -517,6 +517,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
       // The same terminal by MSISDN (SMS) and by its e-mail reference (the device name).
       terminals: { [DEVICE.msisdn]: { address: st.terminal.agent }, [DEVICE.name]: { address: st.terminal.agent } },
       connect_timeout: '3s',
+      state_dir: join(stateDir, 'gateway'),
       // The carrier's NAT forgets idle bindings: keepalives at half its timeout.
       ...(net.natTimeoutS === undefined ? {} : { nat_keepalive: `${Math.max(1, Math.floor(net.natTimeoutS / 2))}s` }),
       ...(net.proxy === undefined ? {} : { egress_proxy: `http://${net.proxy.user}:${net.proxy.password}@${net.proxy.carrier}` }),
