@@ -80,6 +80,7 @@ export class Rfc8229Bridge extends EventEmitter {
   private lastRx = 0
   private lastPing = 0
   private timer: NodeJS.Timeout | undefined
+  private finishing = false
 
   private constructor (private readonly o: BridgeOptions, private readonly udp: dgram.Socket) {
     super()
@@ -160,6 +161,7 @@ export class Rfc8229Bridge extends EventEmitter {
         const c = controlType(f)
         if (c === undefined) this.toCharon(f)
         else if (c === Control.PING) stream.write(PONG)
+        else if (c === Control.CLOSE) { this.close(undefined); return }
       }
       this.stats.fromStream += frames.length
     }
@@ -201,7 +203,9 @@ export class Rfc8229Bridge extends EventEmitter {
     this.unhook?.()
     this.unhook = undefined
     this.stream = undefined
-    s.destroy()
+    // After finish(): let the close frame and the FIN go out, then make sure.
+    if (this.finishing) setTimeout(() => s.destroy(), 2_000).unref()
+    else s.destroy()
   }
 
   private lost (stream: Socket, reason: DetachReason, err: BeckonError | undefined): void {
@@ -233,6 +237,14 @@ export class Rfc8229Bridge extends EventEmitter {
       this.stats.paused++
       this.stream?.pause()
     }
+  }
+
+  /** Ends on purpose: tells the peer bridge (a close frame) so it does not wait for a re-join. */
+  finish (): void {
+    if (this.closed) return
+    this.finishing = true
+    this.stream?.end(controlFrame(Control.CLOSE))
+    this.close()
   }
 
   close (err?: BeckonError): void {

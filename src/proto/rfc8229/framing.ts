@@ -11,7 +11,8 @@
  * non-ESP marker on port 4500), so framing is only the length prefix.
  *
  * Bridge control frames (ours, between the two Beckon bridges; never given to charon):
- *   payload  = 00 00 00 01 ‖ "BKCT" ‖ u8 type (2 ping · 3 pong)          9 bytes
+ *   payload  = 00 00 00 01 ‖ "BKCT" ‖ u8 type (1 close · 2 ping · 3 pong)  9 bytes
+ * `close`: the sender's end quit on purpose (not a path break): the receiver closes too.
  * SPI 1 lies in the range IANA reserves (1-255, RFC 4303 §2.1), so no ESP packet ever
  * carries it; a peer that does not know these frames hands them to charon, which drops
  * them as ESP for an unknown SA. Decoding hands out
@@ -26,7 +27,7 @@ const ESP_MIN = 8 // SPI + sequence number
 
 export type FrameKind = 'ike' | 'esp' | 'keepalive'
 
-export enum Control { PING = 2, PONG = 3 }
+export enum Control { CLOSE = 1, PING = 2, PONG = 3 }
 const CONTROL_SPI = 1
 const CONTROL_MAGIC = 0x424b4354 // "BKCT"
 const CONTROL_LEN = 9
@@ -45,7 +46,7 @@ export function controlFrame (type: Control): Buffer {
 export function controlType (payload: Buffer): Control | undefined {
   if (payload.length !== CONTROL_LEN || payload.readUInt32BE(0) !== CONTROL_SPI || payload.readUInt32BE(4) !== CONTROL_MAGIC) return undefined
   const t = payload[8]!
-  return t === Control.PING || t === Control.PONG ? t : undefined
+  return t === Control.CLOSE || t === Control.PING || t === Control.PONG ? t : undefined
 }
 
 export function frameKind (payload: Buffer): FrameKind {

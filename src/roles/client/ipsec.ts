@@ -85,7 +85,7 @@ export async function openTunnel (o: ClientOptions, device: string, ip: ClientIp
       sa,
       bridge,
       closed,
-      close: async () => { await ip.tunnels.remove(d.session); bridge.close() },
+      close: async () => { bridge.finish(); await ip.tunnels.remove(d.session) },
     }
   } catch (err) {
     s.socket.destroy()

@@ -135,8 +135,8 @@ t.test('pings are answered; a silent stream stalls and detaches', async (t) => {
   t.equal(charonBGot, 0, 'pings never reach charon')
 
   // The far end stops answering (a terminal that moved, a NAT binding gone): no FIN.
+  s.removeAllListeners('data') // bB stops hearing pings: no pongs, and no FIN either
   s.pause()
-  bB.close() // stops reading; c sees nothing more
   const t0 = Date.now()
   const [reason] = await once(bA, 'detached') as [string]
   t.equal(reason, 'stall')
@@ -152,4 +152,20 @@ t.test('a bridge that is not resumable closes as before', async (t) => {
   await closed
   t.ok(b.isClosed)
   t.equal(encodeFrame(Buffer.from([0xff])).length, 3)
+})
+
+t.test('finish() sends a close frame: the peer closes instead of waiting for a re-join', async (t) => {
+  const [c, s] = await tcpPair(t)
+  const charonA = await udp(t)
+  const charonB = await udp(t)
+  const bA = await Rfc8229Bridge.open({ stream: c, originator: true, resumable: true, charon: { host: '127.0.0.1', port: portOf(charonA) } })
+  const bB = await Rfc8229Bridge.open({ stream: s, originator: false, resumable: true, charon: { host: '127.0.0.1', port: portOf(charonB) } })
+  let detached = false
+  bB.on('detached', () => { detached = true })
+  const closed = once(bB, 'close') as Promise<[unknown]>
+  t.equal(controlFrame(Control.CLOSE).toString('hex'), '000b00000001424b435401')
+  bA.finish()
+  const [err] = await closed
+  t.equal(err, undefined, 'closed without an error')
+  t.notOk(detached, 'not a path break')
 })
