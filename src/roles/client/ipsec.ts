@@ -67,8 +67,9 @@ export async function openTunnel (o: ClientOptions, device: string, ip: ClientIp
     try {
       sa = await ip.tunnels.initiate(d.session)
     } catch (err) {
+      // On purpose, not a path break: the agent unloads at once.
+      bridge.finish()
       await ip.tunnels.remove(d.session)
-      bridge.close()
       throw err
     }
     onStage?.('tunnel-up', {
