@@ -9,11 +9,12 @@ import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { parse } from 'yaml'
 import { openSession } from '../dist/roles/client/client.js'
+import { hostPort } from './lib.mjs'
 import { percentile } from './stats.mjs'
 
 const [mode, cfgPath, target, a, b, c] = process.argv.slice(2)
 const cfg = parse(readFileSync(cfgPath, 'utf8'))
-const [host, port] = cfg.relay.split(':')
+const { host, port } = hostPort(cfg.relay)
 const opts = { relay: { host, port: Number(port) }, tls: { ca: readFileSync(cfg.ca) }, user: cfg.user, password: cfg.password, timeoutMs: 30_000 }
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
 

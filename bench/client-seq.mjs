@@ -3,9 +3,10 @@
 import { readFileSync } from 'node:fs'
 import { parse } from 'yaml'
 import { openSession } from '../dist/roles/client/client.js'
+import { hostPort } from './lib.mjs'
 const [cfgPath, target, n] = process.argv.slice(2)
 const cfg = parse(readFileSync(cfgPath, 'utf8'))
-const [host, port] = cfg.relay.split(':')
+const { host, port } = hostPort(cfg.relay)
 const opts = { relay: { host, port: Number(port) }, tls: { ca: readFileSync(cfg.ca) }, user: cfg.user, password: cfg.password, timeoutMs: 30_000 }
 const out = []
 for (let i = 0; i < Number(n); i++) {

@@ -90,3 +90,10 @@ export function machine () {
   const busy = Number(load.split(' ')[0]) > cores ? ' — the machine was busy with other work; CPU figures carry that noise, the paired ratios less so' : ''
   return `${cores} × ${cpu}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}, load average ${load} at the end of the bench${busy}`
 }
+
+/** "host:port" or "[v6]:port" → { host, port } (IPv6 relays in the ipv6-only lab). */
+export function hostPort (s) {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s)
+  if (m === null) throw new Error(`not host:port: ${s}`)
+  return { host: m[1] ?? m[2], port: Number(m[3]) }
+}
