@@ -179,13 +179,10 @@ export function verifyDescriptor (frame: Buffer, o: VerifyOptions): Descriptor {
 /** Reads one descriptor frame from the stream. */
 export async function readDescriptorFrame (sock: Socket, timeoutMs: number): Promise<Buffer> {
   const head = await readExact(sock, 6, 'descriptor header', timeoutMs)
-  // At end of stream readable.read(n) hands out what is left, even if shorter than n.
-  if (head.length !== 6) throw invalid(`stream ended inside the descriptor header (${head.length} of 6 bytes)`)
   if (!head.subarray(0, 4).equals(MAGIC)) throw invalid('bad descriptor magic')
   const n = head.readUInt16BE(4)
   if (n > MAX_PAYLOAD) throw invalid(`payload of ${n} bytes exceeds ${MAX_PAYLOAD}`)
   const rest = await readExact(sock, n + SIG, 'descriptor body', timeoutMs)
-  if (rest.length !== n + SIG) throw invalid(`stream ended inside the descriptor (${rest.length} of ${n + SIG} bytes)`)
   return Buffer.concat([head, rest])
 }
 
@@ -203,12 +200,10 @@ export function encodeReply (r: Reply): Buffer {
 
 export async function readReply (sock: Socket, timeoutMs: number): Promise<Reply> {
   const head = await readExact(sock, 7, 'agent reply', timeoutMs)
-  if (head.length !== 7) throw new BeckonError('BECKON_ERR_PROTOCOL', `stream ended inside the agent reply (${head.length} of 7 bytes)`)
   if (!head.subarray(0, 4).equals(REPLY_MAGIC) || head[4]! > 1) throw new BeckonError('BECKON_ERR_PROTOCOL', 'bad agent reply')
   const n = head.readUInt16BE(5)
   if (n > MAX_REPLY) throw new BeckonError('BECKON_ERR_PROTOCOL', 'agent reply too large')
   const body = n === 0 ? Buffer.alloc(0) : await readExact(sock, n, 'agent reply body', timeoutMs)
-  if (body.length !== n) throw new BeckonError('BECKON_ERR_PROTOCOL', `stream ended inside the agent reply body (${body.length} of ${n} bytes)`)
   let v: Record<string, unknown>
   try {
     v = JSON.parse(body.toString('utf8') || '{}') as Record<string, unknown>
