@@ -4,6 +4,9 @@
  */
 import type { Test } from 'tap'
 import http from 'node:http'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { generateRawKeyPair } from '../../src/core/keys.js'
 import { silentLogger } from '../../src/core/log.js'
@@ -40,17 +43,20 @@ export async function rig (t: Test, o: { wakeTimeout?: string, agentDown?: boole
   const servicePort = (service.address() as AddressInfo).port
   t.teardown(() => new Promise((resolve) => { service.closeAllConnections(); service.close(resolve) }))
 
+  // The gateway's replay cache: a private temp dir, removed afterwards.
+  const stateDir = mkdtempSync(join(tmpdir(), 'beckon-rig-'))
+  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
   const agent = new Agent(parseAgentConfig({ listen: '127.0.0.1:0', device: 'patient-phone', relay_keys: [relayEd.publicKey], tcp_ports: [servicePort] }), silentLogger)
   const agentAddr = await agent.listen()
-  t.teardown(() => agent.close())
   if (o.agentDown === true) await agent.close()
+  else t.teardown(() => agent.close())
 
   const gateway = new Gateway(parseGatewayConfig({
     keys: { x25519_private: gwX.privateKey },
     trusted_relays: [relayX.publicKey],
     terminals: { '+15550100': { address: `127.0.0.1:${agentAddr.port}` } },
     connect_timeout: '2s',
-    state_dir: t.testdir(),
+    state_dir: stateDir,
   }), silentLogger)
   t.teardown(() => gateway.close())
 

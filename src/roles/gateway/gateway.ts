@@ -197,6 +197,12 @@ export class Gateway {
   close (): void {
     // A reset, not a FIN: the ends must see a broken path (an IPsec session re-joins, a
     // raw TCP one ends with BECKON_ERR_PATH_LOST), never a clean end of stream.
-    for (const s of this.sockets) s.resetAndDestroy()
+    // Only a fully open socket is reset: on Node 20, resetAndDestroy() on a half-closed
+    // one (the peer's FIN already in) spun the process at 100 % CPU, never returning.
+    for (const s of [...this.sockets]) {
+      if (s.destroyed) continue
+      if (s.readyState === 'open') s.resetAndDestroy()
+      else s.destroy()
+    }
   }
 }
