@@ -53,7 +53,9 @@ t.test(':memory: works for throwaway stores', async (t) => {
 })
 
 t.test('cannot open → BECKON_ERR_STORE_UNAVAILABLE; a bad spec → BECKON_ERR_CONFIG', async (t) => {
-  await t.rejects(openStore({ sqlite: join(root, 'no', 'such', 'dir', 'x.db') }), { code: 'BECKON_ERR_STORE_UNAVAILABLE', message: /no\/such\/dir/ })
+  // A missing state directory is made; a parent that is a file cannot be.
+  writeFileSync(join(root, 'a-file'), 'x')
+  await t.rejects(openStore({ sqlite: join(root, 'a-file', 'x.db') }), { code: 'BECKON_ERR_STORE_UNAVAILABLE', message: /a-file/ })
   const f = join(root, 'garbage.db')
   writeFileSync(f, 'this is not a database, it is a text file that is long enough to have a header'.repeat(20))
   chmodSync(f, 0o600)
