@@ -1,33 +1,11 @@
 // Two bridges joined by a loopback TCP connection; UDP sockets stand in for the charons.
 import t from 'tap'
-import type { Test } from 'tap'
 import dgram from 'node:dgram'
-import net, { type AddressInfo } from 'node:net'
 import { once } from 'node:events'
 import { Rfc8229Bridge } from '../../../../src/proto/rfc8229/bridge.js'
 import { PREFIX, encodeFrame } from '../../../../src/proto/rfc8229/framing.js'
 
-async function udp (t: Test): Promise<dgram.Socket> {
-  const s = dgram.createSocket('udp4')
-  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve))
-  t.teardown(() => { try { s.close() } catch {} })
-  return s
-}
-
-async function tcpPair (t: Test): Promise<[net.Socket, net.Socket]> {
-  const srv = net.createServer({ allowHalfOpen: true })
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const accepted = once(srv, 'connection') as Promise<[net.Socket]>
-  const c = net.connect((srv.address() as AddressInfo).port, '127.0.0.1')
-  const [s] = await accepted
-  await once(c, 'connect').catch(() => {})
-  t.teardown(() => { c.destroy(); s.destroy(); srv.close() })
-  return [c, s]
-}
-
-const ike = (n: number): Buffer => Buffer.concat([Buffer.alloc(4), Buffer.alloc(28, n)])
-
-const portOf = (s: dgram.Socket): number => (s.address() as AddressInfo).port
+import { ike, portOf, tcpPair, udp } from '../../../helpers/sockets.js'
 
 t.test('datagrams cross both ways between the pinned charons', async (t) => {
   const [c, s] = await tcpPair(t)
