@@ -20,7 +20,7 @@ import { BeckonError, type ErrorCode } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import type { AuditEntry, SessionRecord } from './records.js'
 import type { DB, SessionsTable, SqlDialect } from './schema.js'
-import type { AuditQuery, ImportBundle, ImportReport, Kind, Kinds, PutOptions, SessionPatch, SessionQuery, Store } from './store.js'
+import type { AuditQuery, ImportBundle, ImportReport, Kind, Kinds, PutOptions, SessionEnd, SessionPatch, SessionQuery, Store } from './store.js'
 
 const KINDS: ReadonlySet<string> = new Set<Kind>(['device', 'policy', 'user', 'group', 'gateway', 'token', 'setting'])
 const IMPORT_KINDS = ['gateway', 'group', 'user', 'device', 'policy'] as const
@@ -497,25 +497,24 @@ export class SqlStore implements Store {
     })
   }
 
-  async sessionEnd (id: string, end: { outcome: string, reason?: string, bytes_up: number, bytes_down: number, at?: number }): Promise<void> {
+  async sessionEnd (id: string, end: SessionEnd): Promise<void> {
     checkKey(id, 'session id')
     if (end === null || typeof end !== 'object') throw invalid('session end must be an object')
     checkText(end.outcome, 'outcome')
     const reason = optText(end.reason, 'reason')
+    const relay = optText(end.relay, 'relay')
     checkInt(end.bytes_up, 'bytes_up')
     checkInt(end.bytes_down, 'bytes_down')
     const at = optInt(end.at, 'at') ?? Date.now()
     await this.run(`sessionEnd ${id}`, async () => await this.tx(false, async (db) => {
       // The guarded UPDATE is the check: of two concurrent ends exactly one matches a
       // row, so the session gets one `session.end` entry.
-      const r = await db.updateTable('sessions')
+      let q = db.updateTable('sessions')
         .set({ ended_at: at, outcome: end.outcome, reason, bytes_up: end.bytes_up, bytes_down: end.bytes_down, stage: 'closed' })
         .where('id', '=', id).where('ended_at', 'is', null)
-        .returningAll().executeTakeFirst()
-      if (r === undefined) {
-        const row = await db.selectFrom('sessions').select('id').where('id', '=', id).executeTakeFirst()
-        throw row === undefined ? new BeckonError('BECKON_ERR_NOT_FOUND', `session ${id}`) : new BeckonError('BECKON_ERR_SESSION_ENDED', `session ${id}`)
-      }
+      if (relay !== null) q = q.where('relay', '=', relay)
+      const r = await q.returningAll().executeTakeFirst()
+      if (r === undefined) throw await this.whyNot(db, id, relay)
       const s = sessionRow(r)
       await this.appendAudit(db, {
         at,
@@ -527,6 +526,31 @@ export class SqlStore implements Store {
         detail: { user: s.user, device: s.device, mode: s.mode, channel: s.channel ?? null, fallback: s.fallback, bytes_up: s.bytes_up, bytes_down: s.bytes_down, duration_ms: Math.max(0, at - s.started_at), relay: s.relay, ...(reason === null ? {} : { reason }) },
       })
     }))
+  }
+
+  async sessionTakeover (id: string, from: string, to: string, at?: number): Promise<SessionRecord> {
+    checkKey(id, 'session id')
+    checkText(from, 'from')
+    checkText(to, 'to')
+    const when = optInt(at, 'at') ?? Date.now()
+    return await this.run(`sessionTakeover ${id}`, async () => await this.tx(false, async (db) => {
+      // Guarded like sessionEnd: of two relays taking over at once, one wins.
+      const r = await db.updateTable('sessions').set({ relay: to })
+        .where('id', '=', id).where('ended_at', 'is', null).where('relay', '=', from)
+        .returningAll().executeTakeFirst()
+      if (r === undefined) throw await this.whyNot(db, id, from)
+      const s = sessionRow(r)
+      await this.appendAudit(db, { at: when, actor: `relay:${to}`, action: 'session.takeover', target: `session/${id}`, outcome: 'ok', detail: { from, to, user: s.user, device: s.device } })
+      return s
+    }))
+  }
+
+  /** Why a guarded session UPDATE matched nothing. */
+  private async whyNot (db: Db, id: string, relay: string | null): Promise<BeckonError> {
+    const row = await db.selectFrom('sessions').select(['ended_at', 'relay']).where('id', '=', id).executeTakeFirst()
+    if (row === undefined) return new BeckonError('BECKON_ERR_NOT_FOUND', `session ${id}`)
+    if (row.ended_at !== null) return new BeckonError('BECKON_ERR_SESSION_ENDED', `session ${id}`)
+    return new BeckonError('BECKON_ERR_CONFLICT', `session ${id} is held by relay ${row.relay}, not ${relay ?? '?'}`)
   }
 
   async getSession (id: string): Promise<SessionRecord | undefined> {

@@ -55,6 +55,8 @@ export interface SessionQuery {
   limit?: number
 }
 
+export interface SessionEnd { outcome: string, reason?: string, bytes_up: number, bytes_down: number, at?: number, relay?: string }
+
 export type SessionPatch = Partial<Pick<SessionRecord, 'stage' | 'channel' | 'fallback' | 'bytes_up' | 'bytes_down' | 'ike_state' | 'child_state' | 'kill_requested'>>
 
 export interface ImportBundle {
@@ -94,8 +96,18 @@ export interface Store {
 
   sessionOpen(s: SessionRecord): Promise<void>
   sessionUpdate(id: string, patch: SessionPatch): Promise<void>
-  /** Ends a session and writes its `session.end` audit entry in one transaction. */
-  sessionEnd(id: string, end: { outcome: string, reason?: string, bytes_up: number, bytes_down: number, at?: number }): Promise<void>
+  /**
+   * Ends a session and writes its `session.end` audit entry in one transaction. With
+   * `relay`, only while that relay holds it (BECKON_ERR_CONFLICT once another took it over).
+   */
+  sessionEnd(id: string, end: SessionEnd): Promise<void>
+  /**
+   * Moves a live session to relay `to` (a re-join through another relay after the holder
+   * died) and audits `session.takeover`, in one transaction. Returns the record as it now
+   * stands. BECKON_ERR_NOT_FOUND, BECKON_ERR_SESSION_ENDED when ended, BECKON_ERR_CONFLICT
+   * when it is held by another relay than `from`.
+   */
+  sessionTakeover(id: string, from: string, to: string, at?: number): Promise<SessionRecord>
   getSession(id: string): Promise<SessionRecord | undefined>
   /** Newest first; `before` pages by started_at. */
   listSessions(q: SessionQuery): Promise<SessionRecord[]>

@@ -5,11 +5,13 @@
  */
 import type { Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { waitFor } from '../../src/core/exec.js'
-import { readLabState, type LabState } from '../../src/lab/lab.js'
+import { readLabState, stopRole, type LabState } from '../../src/lab/lab.js'
+import { ViciSession } from '../../src/proto/vici/session.js'
 import { BECKON, beckon, type CliResult } from './cli.js'
 
 export interface Stage extends Record<string, unknown> { stage?: string, error?: { code: string, message: string } }
@@ -48,10 +50,10 @@ export class LabHarness {
   }
 
   /** `beckon connect <device>` in IPsec mode from the client node, as `user`. */
-  start (user?: { name: string, password: string }, device = 'patient-phone'): Session {
+  start (user?: { name: string, password: string }, device = 'patient-phone', env: Record<string, string> = {}): Session {
     const args = ['lab', 'exec', ...this.args, 'client', '--', process.execPath, BECKON, 'connect', device, '--json']
     if (user !== undefined) args.push('--user', user.name)
-    const proc = spawn(process.execPath, [BECKON, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(user === undefined ? {} : { BECKON_PASSWORD: user.password }) } })
+    const proc = spawn(process.execPath, [BECKON, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env, ...(user === undefined ? {} : { BECKON_PASSWORD: user.password }) } })
     this.children.push(proc)
     const stages: Stage[] = []
     let buf = ''
@@ -69,8 +71,8 @@ export class LabHarness {
   }
 
   /** Starts a session and waits for its tunnel. */
-  async connect (user?: { name: string, password: string }): Promise<Session> {
-    const s = this.start(user)
+  async connect (user?: { name: string, password: string }, device?: string, env?: Record<string, string>): Promise<Session> {
+    const s = this.start(user, device, env)
     await waitFor('the IPsec tunnel', () => {
       const err = s.stages.find((x) => x.error !== undefined)
       if (err !== undefined) throw new Error(`beckon connect failed: ${JSON.stringify(err)}`)
@@ -98,4 +100,44 @@ export class LabHarness {
   get (path = '/glucose'): Promise<CliResult> {
     return this.inNode('client', ['curl', '-sS', '-m', '5', `http://[${this.st.terminal.permanentAddress}]:8080${path}`])
   }
+
+  /**
+   * Replaces the sink on the terminal (port 9000, allowed by the policy of a lab started
+   * with --with-sink) by a server of one random file; returns the file's path and SHA-256.
+   */
+  async serveFile (size: number): Promise<{ path: string, sha: string, port: number }> {
+    const path = join(this.stateDir, 'source.bin')
+    writeFileSync(path, randomBytes(size))
+    await stopRole(this.st, 'sink')
+    const srv = spawn('ip', ['netns', 'exec', this.st.nodes.terminal.netns, process.execPath, '-e',
+      `const fs=require('fs');require('http').createServer((q,s)=>{s.writeHead(200,{'content-length':${size}});fs.createReadStream(${JSON.stringify(path)}).pipe(s)}).listen(9000,'::',()=>console.log('up'))`], { stdio: ['ignore', 'pipe', 'inherit'] })
+    this.children.push(srv)
+    await new Promise((resolve) => srv.stdout!.once('data', resolve))
+    return { path, sha: sha256(path), port: 9000 }
+  }
+
+  /** curl of the served file in the client node, rate-limited so faults land mid-transfer. */
+  download (out: string, port = 9000, rate = '4M'): { done: Promise<number | null>, size: () => number } {
+    const p = spawn('ip', ['netns', 'exec', this.st.nodes.client.netns, 'curl', '-sS', '--limit-rate', rate, '-m', '150', '-o', out, `http://[${this.st.terminal.permanentAddress}]:${port}/file`], { stdio: ['ignore', 'ignore', 'inherit'] })
+    this.children.push(p)
+    return {
+      done: new Promise((resolve) => p.once('exit', (code) => resolve(code))),
+      size: () => existsSync(out) ? statSync(out).size : 0,
+    }
+  }
+
+  /** The IKE and CHILD SPIs on the client's and the terminal's charon. */
+  async spis (): Promise<string[]> {
+    return [...(await spisAt(this.st.ipsec.clientVici)).map((s) => `client ${s}`), ...(await spisAt(this.st.ipsec.terminalVici)).map((s) => `terminal ${s}`)]
+  }
+}
+
+export const sha256 = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex')
+
+export async function spisAt (uri: string): Promise<string[]> {
+  const v = await ViciSession.open({ uri, reconnect: false })
+  try {
+    const sas = await v.listSas()
+    return sas.flatMap((sa) => [`ike ${String(sa.raw.get('initiator-spi'))}/${String(sa.raw.get('responder-spi'))}`, ...sa.children.map((c) => `child ${c.spiIn ?? '?'}/${c.spiOut ?? '?'}`)])
+  } finally { await v.close() }
 }

@@ -1,8 +1,9 @@
 // Steps A/B with a real authoritative server: the relay publishes the device zone into BIND 9
 // on the dns node by TSIG-signed RFC 2136 UPDATEs; the client node's resolver is that BIND.
-// Then relay failover for new sessions: a second relay (relay2, same keys, same SQLite store)
-// is published at a lower SRV priority; the first is killed; the next `beckon connect` goes
-// to relay2 at once and its stages name the relay that failed.
+// Then relay failover: a second relay (relay2, same keys, same SQLite store) is published at
+// a lower SRV priority; the first is killed while an IPsec session through it carries a
+// download: the session re-joins through relay2 (same SAs, SHA-256 equal), and the next
+// `beckon connect` goes to relay2 at once; the stages name the relay that failed.
 //
 //   [client] dig / beckon connect ──DNS──▶ [dns] named (lab.beckon.example, recursion no)
 //      │                                      ▲ UPDATE + TSIG hmac-sha256
@@ -11,15 +12,16 @@
 //                         └──SMS──▶ [gateway] ──dial-back──▶ the relay that signalled
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { openSync, closeSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
+import { openSync, closeSync, readFileSync, writeFileSync, existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { run, waitFor } from '../../src/core/exec.js'
 import { labCli, startRole, stopRole } from '../../src/lab/lab.js'
 import { Netns, createNetns, veth } from '../../src/lab/netns.js'
+import { openStore } from '../../src/store/open.js'
 import { requireRoot } from '../helpers/charon-pair.js'
 import { BECKON } from '../helpers/cli.js'
-import { LabHarness, type Stage } from '../helpers/lab-session.js'
+import { LabHarness, sha256, type Stage } from '../helpers/lab-session.js'
 
 if (!requireRoot(t)) process.exit(1)
 
@@ -59,7 +61,7 @@ async function connectByName (): Promise<{ stages: Stage[], body: string, ms: nu
 }
 
 t.test('lab up: BIND in the dns node, the relay publishes the zone', async (t) => {
-  const r = await lab.up()
+  const r = await lab.up(['--with-sink'])
   t.equal(r.status, 0, r.stderr)
   t.equal(lab.st.dns.server, '198.51.100.53:53')
   await waitFor('the relay to publish', async () => (await dig('SRV', `_beckon._tcp.${FQDN}`)).answers.length > 0, 15_000)
@@ -100,7 +102,7 @@ t.test('beckon connect <device>.<zone> resolves through the lab\'s resolver and 
   t.match(r.body, /mmol/, 'glucose readings through the relay found in DNS')
 })
 
-t.test('relay failover: relay2 at priority 20; relay killed → the next connect goes to relay2 at once', async (t) => {
+t.test('relay failover: relay2 at priority 20; relay killed → its live IPsec session re-joins through relay2, the next connect goes there at once', async (t) => {
   const st = lab.st
   const etc = (f: string): string => join(st.stateDir, 'etc', f)
   // relay2: its own node on the internet bridge, its own certificate from the lab CA.
@@ -137,9 +139,46 @@ t.test('relay failover: relay2 at priority 20; relay killed → the next connect
   const before = await connectByName()
   t.match(before.stages.find((s) => s.stage === 'connecting'), { name: `relay.${ZONE}` }, 'priority 10 first while it is up')
 
-  // Kill the first relay outright (no graceful close).
+  // A live IPsec session through relay (from DNS), a 20 MB download running in it.
+  const SIZE = 20 * 1024 * 1024
+  const file = await lab.serveFile(SIZE)
+  const s = await lab.connect(undefined, FQDN, { BECKON_CLIENT_RELAY: 'dns' })
+  t.teardown(() => lab.stop(s))
+  t.match(s.stages.find((x) => x.stage === 'connecting'), { name: `relay.${ZONE}` }, 'the IPsec session went to relay (priority 10)')
+  const session = (s.stages.find((x) => x.stage === 'connected') as { session: string }).session
+  const spis = await lab.spis()
+  t.ok(spis.length >= 4, `SAs up on both charons: ${spis.join(', ')}`)
+  const out = join(st.stateDir, 'dl-failover.bin')
+  const dl = lab.download(out)
+  await waitFor('3 MB downloaded', () => dl.size() > 3 * 1024 * 1024, 30_000)
+
+  // Kill the first relay outright (no graceful close), mid-download.
   process.kill(st.processes.relay!.pid, 'SIGKILL')
+  const killed = Date.now()
   await waitFor('relay to die', async () => { try { process.kill(st.processes.relay!.pid, 0); return false } catch { return true } }, 5_000)
+  await waitFor('the session to re-join', () => s.stages.some((x) => x.stage === 'rejoined'), 30_000)
+  const rejoinMs = Date.now() - killed
+  const at = dl.size()
+  await waitFor('bytes moving again', () => dl.size() > at + 64 * 1024, 30_000)
+  const movingMs = Date.now() - killed
+  t.equal(await dl.done, 0, 'curl completed')
+  t.equal(statSync(out).size, SIZE, '20 MB arrived')
+  t.equal(sha256(out), file.sha, 'SHA-256 matches the source')
+  t.same(await lab.spis(), spis, 'the same IKE and CHILD SPIs on both charons (no new SA)')
+  const names = s.stages.map((x) => x.stage)
+  const lost = names.indexOf('path-lost')
+  const skipped = s.stages.findIndex((x) => x.stage === 'relay-failed')
+  const rejoined = names.indexOf('rejoined')
+  t.ok(lost >= 0 && lost < skipped && skipped < rejoined, `the client's stages show the switch: ${names.join(' → ')}`)
+  t.match(s.stages[skipped], { name: `relay.${ZONE}`, next: `relay2.${ZONE}` }, 'the dead relay is named')
+  t.match(s.stages[rejoined], { session, name: `relay2.${ZONE}`, relay: '198.51.100.21:8443' }, 'the same session, re-joined through relay2')
+  const store = await openStore({ sqlite: join(st.stateDir, 'relay', 'beckon.db') })
+  try {
+    t.match(await store.getSession(session), { relay: 'relay-2', stage: 'connected' }, 'the store shows relay2 holding the session')
+    t.match((await store.queryAudit({ action: 'session.takeover' })).entries, [{ target: `session/${session}`, detail: { from: 'relay-1', to: 'relay-2' } }], 'the take-over is audited')
+  } finally { await store.close() }
+  t.comment(`relay killed → session re-joined through relay2 in ${rejoinMs} ms, download bytes moving in ${movingMs} ms`)
+  t.ok(movingMs <= 10_000, `traffic moving again within 10 s of the kill (${movingMs} ms)`)
   const after = await connectByName()
   const failed = after.stages.find((s) => s.stage === 'relay-failed')
   t.match(failed, { name: `relay.${ZONE}`, relay: '198.51.100.20:8443', next: `relay2.${ZONE}` }, 'the stages name the relay that failed')

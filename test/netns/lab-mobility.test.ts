@@ -12,47 +12,24 @@
 // download's bytes moving again is printed and must be ≤ 5 s.
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
-import { createHash, randomBytes } from 'node:crypto'
-import { readFileSync, statSync, writeFileSync, existsSync } from 'node:fs'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { waitFor } from '../../src/core/exec.js'
 import { labCli, startRole, stopRole } from '../../src/lab/lab.js'
-import { ViciSession } from '../../src/proto/vici/session.js'
 import { requireRoot } from '../helpers/charon-pair.js'
-import { LabHarness } from '../helpers/lab-session.js'
+import { LabHarness, sha256, spisAt } from '../helpers/lab-session.js'
 
 if (!requireRoot(t)) process.exit(1)
 
 const lab = new LabHarness(t, 'bkm')
 const SIZE = 50 * 1024 * 1024
 const PORT = 9000
-let source = ''
 let sourceSha = ''
 
-async function spis (uri: string): Promise<string[]> {
-  const v = await ViciSession.open({ uri, reconnect: false })
-  try {
-    const sas = await v.listSas()
-    return sas.flatMap((sa) => [`ike ${String(sa.raw.get('initiator-spi'))}/${String(sa.raw.get('responder-spi'))}`, ...sa.children.map((c) => `child ${c.spiIn ?? '?'}/${c.spiOut ?? '?'}`)])
-  } finally { await v.close() }
-}
-
-async function bothSpis (): Promise<string[]> {
-  return [...(await spis(lab.st.ipsec.clientVici)).map((s) => `client ${s}`), ...(await spis(lab.st.ipsec.terminalVici)).map((s) => `terminal ${s}`)]
-}
-
-/** curl in the client node, rate-limited so faults land mid-transfer; resolves with its exit. */
-function download (out: string): { done: Promise<number | null>, size: () => number } {
-  const p = spawn('ip', ['netns', 'exec', lab.st.nodes.client.netns, 'curl', '-sS', '--limit-rate', '4M', '-m', '150', '-o', out, `http://[${lab.st.terminal.permanentAddress}]:${PORT}/file`], { stdio: ['ignore', 'ignore', 'inherit'] })
-  t.teardown(() => { p.kill('SIGKILL') })
-  return {
-    done: new Promise((resolve) => p.once('exit', (code) => resolve(code))),
-    size: () => existsSync(out) ? statSync(out).size : 0,
-  }
-}
-
-const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex')
+const bothSpis = (): Promise<string[]> => lab.spis()
+const download = (out: string): ReturnType<LabHarness['download']> => lab.download(out, PORT)
+const sha = sha256
 
 /** Runs one fault mid-download; returns ms from "path back" to bytes moving again. */
 async function survives (t: Test, name: string, fault: () => Promise<void>): Promise<number> {
@@ -80,15 +57,7 @@ const stages: Array<{ stage?: string }> = []
 t.test('lab up; a 50 MB file served on the terminal; the agent listens on every address', async (tt) => {
   const r = await lab.up(['--with-sink'])
   tt.equal(r.status, 0, r.stderr)
-  source = join(lab.stateDir, 'source.bin')
-  writeFileSync(source, randomBytes(SIZE))
-  sourceSha = sha(source)
-  // The sink's port (allowed by the policy and exposed by the agent) serves the file instead.
-  await stopRole(lab.st, 'sink')
-  const srv = spawn('ip', ['netns', 'exec', lab.st.nodes.terminal.netns, process.execPath, '-e',
-    `const fs=require('fs');require('http').createServer((q,s)=>{s.writeHead(200,{'content-length':${SIZE}});fs.createReadStream(${JSON.stringify(source)}).pipe(s)}).listen(${PORT},'::',()=>console.log('up'))`], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { srv.kill('SIGKILL') }) // the file's, not this subtest's
-  await new Promise((resolve) => srv.stdout!.once('data', resolve))
+  sourceSha = (await lab.serveFile(SIZE)).sha
   // A terminal that moves keeps its agent reachable on whatever address it gets next.
   const agentYaml = join(lab.stateDir, 'etc', 'agent.yaml')
   const a = parseYaml(readFileSync(agentYaml, 'utf8')) as Record<string, unknown>
@@ -155,7 +124,7 @@ t.test('an operator kill ends everything and does not re-join', async (t) => {
   t.equal(closed?.code, 'BECKON_ERR_SESSION_ENDED', 'the client ends with the kill\'s code')
   t.notOk(s.stages.some((x) => x.stage === 'rejoined'), 'no re-join')
   for (const uri of [lab.st.ipsec.clientVici, lab.st.ipsec.terminalVici]) {
-    await waitFor('no SA left', async () => (await spis(uri)).length === 0, 10_000)
+    await waitFor('no SA left', async () => (await spisAt(uri)).length === 0, 10_000)
   }
   t.pass('no SA left on either charon')
 })

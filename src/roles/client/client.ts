@@ -38,6 +38,8 @@ export interface RelayChoice { host: string, port: number, name?: string }
 
 export interface Session {
   socket: Socket
+  /** The relay that answered, host:port. */
+  relay: string
   session: string
   channel: string
   elapsedMs: number
@@ -132,7 +134,7 @@ async function openSessionAt (o: ClientOptions, target: string, onStage?: (stage
         continue
       }
       if (res.status === 200) {
-        const s: Session = { socket: sock, session: res.headers.get('beckon-session') ?? '', channel: res.headers.get('beckon-channel') ?? '', elapsedMs: elapsed() }
+        const s: Session = { socket: sock, relay: `${net.isIPv6(o.relay.host) ? `[${o.relay.host}]` : o.relay.host}:${o.relay.port}`, session: res.headers.get('beckon-session') ?? '', channel: res.headers.get('beckon-channel') ?? '', elapsedMs: elapsed() }
         const desc = res.headers.get('beckon-descriptor')
         const psk = res.headers.get('beckon-psk')
         if (desc !== undefined) s.descriptor = Buffer.from(desc, 'base64url')

@@ -107,11 +107,17 @@ async function rejoin (o: ClientOptions, device: string, session: string, resume
   for (let attempt = 1; Date.now() < deadline && !bridge.isClosed; attempt++) {
     onStage?.('rejoining', { attempt, elapsedMs: Date.now() - lostAt })
     try {
-      const s = await openSession({ ...o, timeoutMs: Math.max(1, Math.min(deadline - Date.now(), 10_000)), headers: { ...o.headers, 'Beckon-Resume': resumeHeader(resume.secret, session, Date.now()) } }, `${device}:ipsec`)
+      // With relays from DNS, a relay that is gone is skipped for the next (which takes
+      // the session over); those switches show in the stages.
+      let name: unknown
+      const s = await openSession({ ...o, timeoutMs: Math.max(1, Math.min(deadline - Date.now(), 10_000)), headers: { ...o.headers, 'Beckon-Resume': resumeHeader(resume.secret, session, Date.now()) } }, `${device}:ipsec`, (stage, d) => {
+        if (stage === 'relay-failed') onStage?.(stage, { ...d, attempt })
+        if (stage === 'connecting') name = d.name
+      })
       if (s.session !== session) { s.socket.destroy(); throw new BeckonError('BECKON_ERR_PROTOCOL', `re-joined session ${s.session}, not ${session}`) }
       if (bridge.isClosed) { s.socket.destroy(); return }
       bridge.attach(s.socket)
-      onStage?.('rejoined', { attempt, elapsedMs: Date.now() - lostAt, session })
+      onStage?.('rejoined', { attempt, elapsedMs: Date.now() - lostAt, session, relay: s.relay, ...(name === undefined ? {} : { name }) })
       return
     } catch (err) {
       last = toBeckonError(err)

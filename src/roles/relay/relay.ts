@@ -61,7 +61,8 @@ export interface RelayDeps {
 /** A session this relay holds, from authorization to close. */
 interface Live {
   record: SessionRecord
-  client: Socket
+  /** The client's current stream; none yet for a session taken over from another relay. */
+  client: Socket | undefined
   dial: Socket | undefined
   /** bytesWritten of each socket when the splice began. */
   base: { up: number, down: number } | undefined
@@ -102,6 +103,8 @@ export class Relay {
   private readonly counters: Omit<RelayStats, 'pending'> = { active: 0, opened: 0, failed: {}, dialbacksRefused: 0 }
   private readonly live = new Map<string, Live>()
   private revisionSeen = -1
+  /** Take-overs in progress, so two re-joins of one session share one. */
+  private readonly takeovers = new Map<string, Promise<Live>>()
   /** Derives each session's resume secret (see proto/signal/resume.ts). */
   private readonly resumeKey: Buffer
 
@@ -348,13 +351,7 @@ export class Relay {
       const user = await this.authenticate(req, client, snap)
       who.user = user.name
       checkResume(this.resumeKey, r, this.now())
-      l = this.live.get(r.session)
-      if (l === undefined) {
-        const rec = await this.deps.store.getSession(r.session).catch(() => undefined)
-        if (rec?.outcome === 'BECKON_ERR_SESSION_ENDED') throw new BeckonError('BECKON_ERR_SESSION_ENDED', rec.reason ?? 'ended')
-        if (rec !== undefined && rec.ended_at !== undefined) throw new BeckonError('BECKON_ERR_PATH_LOST', `session ${r.session} ended (${rec.outcome ?? '?'})`)
-        throw new BeckonError('BECKON_ERR_RESUME_REFUSED', rec === undefined ? `no session ${r.session}` : `session ${r.session} is held by relay ${rec.relay}`)
-      }
+      l = this.live.get(r.session) ?? await this.takeOver(r.session, user, target, log)
       const ended = this.endedError(l)
       if (ended !== undefined) throw ended
       if (l.record.user !== user.name || l.record.device !== target.device || l.record.mode !== 'ipsec') throw new BeckonError('BECKON_ERR_RESUME_REFUSED', `session ${r.session} is not ${user.name}'s to ${target.device}`)
@@ -370,7 +367,7 @@ export class Relay {
         const [c, d] = [live.client, live.dial]
         live.client = client // carry() of the old path now sees it was replaced
         live.dial = undefined
-        c.destroy()
+        c?.destroy()
         d?.destroy()
         this.detach(live, log, false, { aToB: 0, bToA: 0 })
       }
@@ -420,6 +417,47 @@ export class Relay {
     }
   }
 
+  /**
+   * A re-join for a session another relay holds in the shared store: that relay died or
+   * this client cannot reach it. The proof already showed the client holds the session's
+   * secret (relays that take over share the signing key it derives from); the store moves
+   * the session here in one guarded UPDATE, so of two relays racing one wins, and the old
+   * holder can no longer end it. The session then waits detached for this re-join.
+   */
+  private async takeOver (id: string, user: User, target: Target, log: Logger): Promise<Live> {
+    let p = this.takeovers.get(id)
+    if (p === undefined) {
+      p = this.takeOver1(id, user, target, log).finally(() => this.takeovers.delete(id))
+      this.takeovers.set(id, p)
+    }
+    return await p
+  }
+
+  private async takeOver1 (id: string, user: User, target: Target, log: Logger): Promise<Live> {
+    const rec = await this.deps.store.getSession(id)
+    if (rec === undefined) throw new BeckonError('BECKON_ERR_RESUME_REFUSED', `no session ${id}`)
+    if (rec.outcome === 'BECKON_ERR_SESSION_ENDED') throw new BeckonError('BECKON_ERR_SESSION_ENDED', rec.reason ?? 'ended')
+    if (rec.ended_at !== undefined) throw new BeckonError('BECKON_ERR_PATH_LOST', `session ${id} ended (${rec.outcome ?? '?'})`)
+    if (rec.relay === this.cfg.relayId) throw new BeckonError('BECKON_ERR_RESUME_REFUSED', `session ${id} belonged to an earlier run of this relay`)
+    if (rec.user !== user.name || rec.device !== target.device || rec.mode !== 'ipsec' || rec.stage !== 'connected') throw new BeckonError('BECKON_ERR_RESUME_REFUSED', `session ${id} is not ${user.name}'s IPsec session to ${target.device}`)
+    const taken = await this.deps.store.sessionTakeover(id, rec.relay, this.cfg.relayId, this.now()).catch((err: unknown) => {
+      const e = toBeckonError(err)
+      throw e.code === 'BECKON_ERR_CONFLICT' ? new BeckonError('BECKON_ERR_RESUME_REFUSED', e.detail) : e
+    })
+    log.info({ session: id, from: rec.relay }, 'relay: took the session over from another relay')
+    // A kill asked while its old holder was gone: end it now, here and at the agent.
+    if (taken.kill_requested !== undefined) {
+      await this.deps.store.sessionEnd(id, { outcome: 'BECKON_ERR_SESSION_ENDED', reason: 'ended by an operator', bytes_up: taken.bytes_up, bytes_down: taken.bytes_down, relay: this.cfg.relayId, at: this.now() })
+      void this.endAtAgent(taken)
+      throw new BeckonError('BECKON_ERR_SESSION_ENDED', 'ended by an operator')
+    }
+    const l: Live = { record: taken, client: undefined, dial: undefined, base: undefined, ended: undefined, groups: user.groups, writes: Promise.resolve(), detached: undefined, rejoining: undefined }
+    this.live.set(id, l)
+    this.deps.metrics?.sessions.inc({ stage: taken.stage })
+    this.detach(l, log.child({ session: id }), true, { aToB: 0, bToA: 0 })
+    return l
+  }
+
   private rejoinAudit (who: { user?: string, device?: string, session?: string }, outcome: string, detail: Record<string, unknown>): void {
     void this.deps.store.audit({ actor: who.user === undefined ? 'peer' : `user:${who.user}`, action: 'session.rejoin', target: `session/${who.session ?? '?'}`, outcome, detail: { device: who.device, ...detail } })
       .catch((er: unknown) => this.log.warn({ err: (er as Error).message }, 'relay: audit failed'))
@@ -429,8 +467,7 @@ export class Relay {
    * Tells the agent to end an IPsec session now (operator kill, policy change): a resume
    * signal whose descriptor says `end`. The client learns it from the refused re-join.
    */
-  private async endAtAgent (l: Live): Promise<void> {
-    const r = l.record
+  private async endAtAgent (r: SessionRecord): Promise<void> {
     const log = this.log.child({ session: r.id, device: r.device })
     try {
       const snap = await this.deps.catalog.current()
@@ -511,7 +548,8 @@ export class Relay {
     this.deps.metrics?.sessions.dec({ stage: l.record.stage })
     this.deps.metrics?.outcomes.inc({ outcome })
     const at = this.now()
-    await this.write(l, 'end', () => this.deps.store.sessionEnd(l.record.id, { outcome, ...(reason === undefined ? {} : { reason }), bytes_up: up, bytes_down: down, at }))
+    // Guarded by relay id: a session another relay took over is not this relay's to end.
+    await this.write(l, 'end', () => this.deps.store.sessionEnd(l.record.id, { outcome, ...(reason === undefined ? {} : { reason }), bytes_up: up, bytes_down: down, at, relay: this.cfg.relayId }))
   }
 
   private endedError (l: Live): BeckonError | undefined {
@@ -528,14 +566,14 @@ export class Relay {
     if (l.ended !== undefined) return true
     l.ended = { reason, actor }
     this.log.info({ session: id, reason, actor }, 'relay: ending session')
-    l.client.destroy()
+    l.client?.destroy()
     l.dial?.destroy()
     l.rejoining?.destroy()
     const p = this.pending.get(id)
     if (p !== undefined) this.pending.delete(id)
     // An IPsec session: the client's re-join is refused (SESSION_ENDED); the agent is told.
     if (l.record.mode === 'ipsec' && l.record.stage === 'connected') {
-      void this.endAtAgent(l)
+      void this.endAtAgent(l.record)
       if (l.detached !== undefined) void this.close1(l, 'BECKON_ERR_SESSION_ENDED', reason, 0, 0)
     }
     return true
@@ -546,7 +584,7 @@ export class Relay {
     const l = this.live.get(id)
     if (l === undefined) return undefined
     const up = l.base === undefined || l.dial === undefined ? 0 : l.dial.bytesWritten - l.base.up
-    const down = l.base === undefined ? 0 : l.client.bytesWritten - l.base.down
+    const down = l.base === undefined || l.client === undefined ? 0 : l.client.bytesWritten - l.base.down
     return { ...l.record, bytes_up: up, bytes_down: down }
   }
 
@@ -560,6 +598,18 @@ export class Relay {
     await this.catalog()
     const flagged = await this.deps.store.listSessions({ live: true, relay: this.cfg.relayId, limit: 500 })
     for (const s of flagged) if (s.kill_requested !== undefined) this.kill(s.id, 'ended by an operator', s.kill_requested)
+    // A detached session another relay took over (the client could not reach this one):
+    // it goes on there, so this relay forgets it without ending it.
+    for (const l of [...this.live.values()]) {
+      if (l.detached === undefined) continue
+      const rec = await this.deps.store.getSession(l.record.id).catch(() => undefined)
+      if (rec === undefined || rec.ended_at !== undefined || rec.relay === this.cfg.relayId) continue
+      if (!this.live.delete(l.record.id)) continue
+      clearTimeout(l.detached.timer)
+      l.rejoining?.destroy()
+      this.deps.metrics?.sessions.dec({ stage: l.record.stage })
+      this.log.info({ session: l.record.id, to: rec.relay }, 'relay: session taken over by another relay')
+    }
   }
 
   /**

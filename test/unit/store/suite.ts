@@ -396,6 +396,27 @@ export function storeSuite (t: Test, f: StoreFactory): void {
     await checkRevisionInvariant(t, s)
   })
 
+  t.test('sessions: a live session moves to another relay once; the old holder can no longer end it', async (t) => {
+    const s = await open(t)
+    const a = session({ started_at: 1000, relay: 'relay-1' })
+    await s.sessionOpen(a)
+    const moved = await s.sessionTakeover(a.id, 'relay-1', 'relay-2', 5000)
+    t.match(moved, { id: a.id, relay: 'relay-2', user: a.user, device: a.device })
+    t.equal((await s.getSession(a.id))!.relay, 'relay-2')
+    t.match((await s.queryAudit({ action: 'session.takeover' })).entries, [{ actor: 'relay:relay-2', target: `session/${a.id}`, at: 5000, detail: { from: 'relay-1', to: 'relay-2' } }])
+    // A second taker that still thinks relay-1 holds it loses (two survivors racing).
+    await t.rejects(s.sessionTakeover(a.id, 'relay-1', 'relay-3'), { code: 'BECKON_ERR_CONFLICT', message: /held by relay relay-2/ })
+    // relay-1 comes back (or never died) and its re-join window closes: it cannot end the session.
+    await t.rejects(s.sessionEnd(a.id, { outcome: 'BECKON_ERR_PATH_LOST', bytes_up: 0, bytes_down: 0, relay: 'relay-1' }), { code: 'BECKON_ERR_CONFLICT' })
+    t.equal((await s.getSession(a.id))!.ended_at, undefined, 'still live')
+    await s.sessionEnd(a.id, { outcome: 'ok', bytes_up: 1, bytes_down: 2, relay: 'relay-2' })
+    t.match((await s.queryAudit({ action: 'session.end' })).entries, [{ detail: { relay: 'relay-2' } }], 'ended by its holder, audited once')
+    await t.rejects(s.sessionTakeover(a.id, 'relay-2', 'relay-1'), { code: 'BECKON_ERR_SESSION_ENDED' })
+    await t.rejects(s.sessionTakeover('e'.repeat(24), 'relay-1', 'relay-2'), { code: 'BECKON_ERR_NOT_FOUND' })
+    await t.rejects(s.sessionTakeover(a.id, 7 as never, 'relay-2'), { code: 'BECKON_ERR_VALIDATION' })
+    await checkRevisionInvariant(t, s)
+  })
+
   t.test('bad input is a coded error, never a crash', async (t) => {
     const s = await open(t)
     const V = { code: 'BECKON_ERR_VALIDATION' }
