@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import net, { type Socket } from 'node:net'
 import { Fields, loadRoleConfig } from '../core/config.js'
 import { BeckonError } from '../core/errors.js'
-import { splice } from '../core/stream.js'
+import { resetSocket, splice, wasReset } from '../core/stream.js'
 import { createLogger } from '../core/log.js'
 import { NetlinkHostAddresses } from '../ipsec/host.js'
 import { TunnelManager } from '../ipsec/tunnels.js'
@@ -162,13 +162,17 @@ async function connect (targetName: string, flags: ConnectFlags): Promise<void> 
     s.then(async (sess) => {
       // A raw TCP session cannot resume: a broken path reaches the local client as a
       // reset (never as a clean end that would make a truncated transfer look whole).
-      sess.socket.once('error', (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE' && err.code !== 'ETIMEDOUT') return
-        const e = new BeckonError('BECKON_ERR_PATH_LOST', `${target}: ${err.code}; a raw TCP session cannot resume (its TCP state is gone)`)
+      const lost = (why: string): void => {
+        const e = new BeckonError('BECKON_ERR_PATH_LOST', `${target}: ${why}; a raw TCP session cannot resume (its TCP state is gone)`)
         if (flags.json === true) process.stderr.write(JSON.stringify({ stage: 'closed', code: e.code, message: e.message }) + '\n')
         else process.stderr.write(`beckon: ${e.code}: ${e.message}\n`)
-        local.resetAndDestroy()
+        resetSocket(local)
+      }
+      sess.socket.once('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || err.code === 'ETIMEDOUT') lost(err.code)
       })
+      // Node may report the relay's reset as a clean end (see wasReset).
+      sess.socket.once('end', () => { if (wasReset(sess.socket)) lost('reset by the relay') })
       await splice(local, sess.socket)
       if (flags.once === true) server.close()
     }, (err: BeckonError) => {

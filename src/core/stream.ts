@@ -8,7 +8,8 @@
  * Handshakes read exact, bounded amounts with a deadline and put back whatever
  * follows (`unshift`), so the splice that comes next loses no byte. The splice moves
  * each direction with backpressure, passes half-close on, buffers nothing beyond one
- * read, and one side's error tears down both.
+ * read, and one side's error resets the other (a break travels on as a break: the far
+ * end must never take a cut path for a clean end of stream).
  *
  * Per hop, the copy loop is most of a relay's CPU (bench/splice, bench/hop). A plain
  * TCP socket is read into one reused buffer per direction (libuv reads straight into
@@ -100,9 +101,8 @@ export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: num
     }
     const aBase = a.bytesWritten
     const bBase = b.bytesWritten
-    const kill = (): void => { a.destroy(); b.destroy() }
-    a.on('error', kill)
-    b.on('error', kill)
+    a.on('error', () => { resetSocket(b); a.destroy() })
+    b.on('error', () => { resetSocket(a); b.destroy() })
     a.once('close', () => { b.destroySoon?.(); finish() })
     b.once('close', () => { a.destroySoon?.(); finish() })
     // Once the data path is up, a dead peer is found by keepalives, not by timers.
@@ -111,11 +111,24 @@ export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: num
     a.setNoDelay(true)
     b.setNoDelay(true)
     const pipeOnly = process.env.BECKON_SPLICE === 'pipe'
-    if (pipeOnly || !copyWithUserBuffer(a, b)) a.pipe(b)
-    if (pipeOnly || !copyWithUserBuffer(b, a)) b.pipe(a)
+    if (pipeOnly || !copyWithUserBuffer(a, b)) pipeTo(a, b)
+    if (pipeOnly || !copyWithUserBuffer(b, a)) pipeTo(b, a)
     a.resume()
     b.resume()
   })
+}
+
+/**
+ * Ends a socket with a TCP reset: the peer sees ECONNRESET, never a clean end of stream.
+ * A TLS socket resets the TCP socket under it (its own handle cannot). Only a fully open
+ * socket is reset: on Node 20, resetAndDestroy() on a half-closed one (the peer's FIN
+ * already in) spins the process at 100 % CPU, never returning; those are destroyed.
+ */
+export function resetSocket (sock: Socket): void {
+  if (sock.destroyed) return
+  const tcp = 'encrypted' in sock ? (sock as unknown as { _parent?: unknown })._parent : sock
+  if (tcp instanceof net.Socket && !tcp.destroyed && tcp.readyState === 'open') tcp.resetAndDestroy()
+  sock.destroy()
 }
 
 /** Bytes per read on the reused-buffer path (one buffer per direction). */
@@ -160,8 +173,39 @@ function copyWithUserBuffer (src: Socket, dst: Socket): boolean {
     return false
   }
   handle.useUserBuffer(buf)
-  src.once('end', () => dst.end())
+  src.once('end', () => endOrReset(src, dst))
   return true
+}
+
+function pipeTo (src: Socket, dst: Socket): void {
+  src.pipe(dst, { end: false })
+  src.once('end', () => endOrReset(src, dst))
+}
+
+/** src's stream ended: a FIN goes on as a FIN, a reset as a reset. */
+function endOrReset (src: Socket, dst: Socket): void {
+  if (!wasReset(src)) { dst.end(); return }
+  resetSocket(dst)
+  src.destroy()
+}
+
+/**
+ * True when the peer reset the connection under a stream that just ended. Node does not
+ * always say: libuv reports end of stream on POLLHUP after a short read without reading
+ * the pending ECONNRESET, and TLS sockets turn a reset into a clean end (OpenSSL is told
+ * to ignore an unexpected EOF) — so a cut path would pass on as a whole one. The kernel
+ * knows: after a reset the TCP socket is closed (getpeername → ENOTCONN); after a FIN it
+ * is in CLOSE_WAIT and still has its peer. Undecidable once our own FIN is out (an
+ * orderly close ends in TIME_WAIT): then it counts as a clean end.
+ */
+export function wasReset (sock: Socket): boolean {
+  // Once our own FIN is out, an orderly close also leaves the socket closed (TIME_WAIT).
+  // (writableEnded is no guide: a socket without allowHalfOpen ends itself on 'end'.)
+  if (sock.writableFinished) return false
+  const tcp = 'encrypted' in sock ? (sock as unknown as { _parent?: unknown })._parent : sock
+  const handle = tcp instanceof net.Socket ? (tcp as unknown as { _handle: { getpeername?: (out: object) => number } | null })._handle : null
+  if (handle === null || typeof handle.getpeername !== 'function') return false
+  return handle.getpeername({}) !== 0
 }
 
 /** Connects with a deadline; the socket comes back paused, ready for a handshake. */

@@ -7,17 +7,21 @@
 //                                                 (c) the terminal's carrier address changes (.20 → .21); the carrier
 //                                                     tells the gateway (its terminal map, here by config + restart)
 //
+// A raw TCP session cannot resume: a gateway restart mid-download reaches the client as a
+// reset and the record says BECKON_ERR_PATH_LOST.
+//
 // Each case: SHA-256 of the download equals the source, list-sas on both charons shows the
 // same IKE and CHILD SPIs before and after, and the time from the path being back to the
 // download's bytes moving again is printed and must be ≤ 5 s.
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
-import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { waitFor } from '../../src/core/exec.js'
 import { labCli, startRole, stopRole } from '../../src/lab/lab.js'
 import { requireRoot } from '../helpers/charon-pair.js'
+import { BECKON } from '../helpers/cli.js'
 import { LabHarness, sha256, spisAt } from '../helpers/lab-session.js'
 
 if (!requireRoot(t)) process.exit(1)
@@ -127,4 +131,41 @@ t.test('an operator kill ends everything and does not re-join', async (t) => {
     await waitFor('no SA left', async () => (await spisAt(uri)).length === 0, 10_000)
   }
   t.pass('no SA left on either charon')
+})
+
+t.test('a raw TCP session cannot resume: the gateway restarted mid-download ends it with PATH_LOST, as a reset', async (t) => {
+  const env = { ...process.env, BECKON_PASSWORD: lab.st.user.password }
+  const proc = spawn(process.execPath, [BECKON, 'lab', 'exec', ...lab.args, 'client', '--', process.execPath, BECKON, 'connect', 'patient-phone', '--tcp', String(PORT), '-L', '19000', '--once', '--json'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+  t.teardown(() => { proc.kill('SIGKILL') })
+  const lines: Array<Record<string, unknown>> = []
+  let buf = ''
+  proc.stderr!.on('data', (d: Buffer) => {
+    buf += d.toString()
+    for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) { try { lines.push(JSON.parse(buf.slice(0, i)) as Record<string, unknown>) } catch { lines.push({ raw: buf.slice(0, i) }) } }
+  })
+  await waitFor('beckon connect to forward', () => {
+    if (proc.exitCode !== null) throw new Error(`beckon connect exited: ${JSON.stringify(lines)}`)
+    return lines.some((l) => l.stage === 'forwarding')
+  }, 30_000)
+  const session = (lines.find((l) => l.stage === 'connected') as { session: string }).session
+  const out = join(lab.stateDir, 'dl-raw.bin')
+  const curl = spawn('ip', ['netns', 'exec', lab.st.nodes.client.netns, 'curl', '-sS', '--limit-rate', '4M', '-m', '60', '-o', out, `http://127.0.0.1:19000/file`], { stdio: ['ignore', 'ignore', 'pipe'] })
+  t.teardown(() => { curl.kill('SIGKILL') })
+  let curlErr = ''
+  curl.stderr!.on('data', (d: Buffer) => { curlErr += d.toString() })
+  const curlExit = new Promise<number | null>((resolve) => curl.once('exit', resolve))
+  await waitFor('2 MB downloaded', () => existsSync(out) && statSync(out).size > 2 * 1024 * 1024, 30_000)
+  await stopRole(lab.st, 'gateway')
+  const code = await curlExit
+  await startRole(lab.st, 'gateway')
+  t.not(code, 0, `curl failed (exit ${code}: ${curlErr.trim()})`)
+  t.match(curlErr, /reset|Recv failure/i, 'the local client saw a reset, not a clean end')
+  t.ok(statSync(out).size < SIZE, 'the transfer is incomplete, and it shows')
+  await waitFor('the client to report the break', () => lines.some((l) => l.stage === 'closed'), 10_000)
+  t.match(lines.find((l) => l.stage === 'closed'), { code: 'BECKON_ERR_PATH_LOST' }, 'the client names the code')
+  await waitFor('the relay to record the end', async () => {
+    const rec = (await labCli(lab.st, ['session', 'show', session])) as { outcome?: string }
+    return rec.outcome !== undefined
+  }, 10_000)
+  t.match(await labCli(lab.st, ['session', 'show', session]), { outcome: 'BECKON_ERR_PATH_LOST', reason: /cannot resume/ }, 'the session record says PATH_LOST')
 })

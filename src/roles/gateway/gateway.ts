@@ -18,7 +18,7 @@ import { Fields, type Obj } from '../../core/config.js'
 import { BeckonError, toBeckonError } from '../../core/errors.js'
 import { privateKeyFromRaw, publicKeyFromRaw } from '../../core/keys.js'
 import type { Logger } from '../../core/log.js'
-import { connectTcp, readExact, splice } from '../../core/stream.js'
+import { connectTcp, readExact, resetSocket, splice } from '../../core/stream.js'
 import { ACK_SIZE, DialbackStatus, decodeAck, encodeHello } from '../../proto/dialback/dialback.js'
 import { connectViaProxy, parseProxyUrl, proxyFor, type ProxyUrl } from '../../proto/connect/proxy.js'
 import { dialbackProof, openSignal, type Signal } from '../../proto/signal/token.js'
@@ -197,12 +197,6 @@ export class Gateway {
   close (): void {
     // A reset, not a FIN: the ends must see a broken path (an IPsec session re-joins, a
     // raw TCP one ends with BECKON_ERR_PATH_LOST), never a clean end of stream.
-    // Only a fully open socket is reset: on Node 20, resetAndDestroy() on a half-closed
-    // one (the peer's FIN already in) spun the process at 100 % CPU, never returning.
-    for (const s of [...this.sockets]) {
-      if (s.destroyed) continue
-      if (s.readyState === 'open') s.resetAndDestroy()
-      else s.destroy()
-    }
+    for (const s of [...this.sockets]) resetSocket(s)
   }
 }

@@ -17,7 +17,7 @@ import https from 'node:https'
 import net, { type AddressInfo, type Socket } from 'node:net'
 import { BeckonError, toBeckonError } from '../../core/errors.js'
 import type { Logger } from '../../core/log.js'
-import { readExact, splice } from '../../core/stream.js'
+import { readExact, resetSocket, splice, wasReset } from '../../core/stream.js'
 import type { SignalChannel } from '../../channels/channel.js'
 import type { User } from '../../directory/directory.js'
 import type { Metrics } from '../../core/metrics.js'
@@ -292,6 +292,8 @@ export class Relay {
     let broke: Error | undefined
     let dialFirst = false
     dial.once('error', (e) => { broke ??= e })
+    // A reset Node reported as a clean end (see wasReset) is a break all the same.
+    dial.once('end', () => { if (wasReset(dial)) broke ??= new Error('reset by the gateway') })
     dial.once('close', () => { if (!client.destroyed) dialFirst = true })
     this.counters.active++
     const moved = await splice(client, dial)
@@ -306,7 +308,7 @@ export class Relay {
       return
     }
     const lost = end === undefined && l.record.mode === 'tcp' && broke !== undefined
-    if (lost && !client.destroyed) client.resetAndDestroy()
+    if (lost) resetSocket(client)
     const code = end?.code ?? (lost ? 'BECKON_ERR_PATH_LOST' : 'ok')
     const reason = end?.detail ?? (lost ? `the path broke (${broke!.message}); a raw TCP session cannot resume` : undefined)
     log.info({ stage: 'closed', ...moved, ...(code === 'ok' ? {} : { code, reason }) }, 'relay: session closed')

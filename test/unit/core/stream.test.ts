@@ -4,7 +4,7 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import net, { type AddressInfo, type Socket } from 'node:net'
-import { connectTcp, readExact, splice } from '../../../src/core/stream.js'
+import { connectTcp, readExact, resetSocket, splice, wasReset } from '../../../src/core/stream.js'
 
 /** A hop: accepts on port 0, reads `handshake` bytes, then splices to `target`. */
 async function hop (targetPort: number, handshake = 0): Promise<{ port: number, moved: Array<Promise<{ aToB: number, bToA: number }>>, server: net.Server }> {
@@ -107,7 +107,102 @@ for (const mode of ['userbuf', 'pipe'] as const) {
     const moved = await h.moved[0]!
     t.equal(moved.bToA, 0)
   })
+
+  t.test(`${mode}: a reset behind two hops reaches the client as a reset, never as a clean end`, async (t) => {
+    if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
+    t.teardown(() => { delete process.env.BECKON_SPLICE })
+    // The far end sends part of a transfer and dies with a reset (a gateway's path broke).
+    const far = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => {})
+      s.write(Buffer.alloc(100_000, 7), () => setTimeout(() => s.resetAndDestroy(), 50))
+    })
+    await new Promise<void>((resolve) => far.listen(0, '127.0.0.1', resolve))
+    const h2 = await hop((far.address() as AddressInfo).port)
+    const h1 = await hop(h2.port)
+    t.teardown(() => { for (const x of [far, h1.server, h2.server]) x.close() })
+    const c = net.connect({ port: h1.port, host: '127.0.0.1', allowHalfOpen: true })
+    let got = 0
+    c.on('data', (d: Buffer) => { got += d.length })
+    const how = await new Promise<string>((resolve) => {
+      c.once('end', () => resolve('end'))
+      c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+    })
+    t.equal(how, 'ECONNRESET', 'the client sees the break')
+    t.ok(got <= 100_000, `${got} bytes arrived before it`)
+  })
 }
+
+t.test('resetSocket: a TLS socket resets the TCP under it; a half-closed socket is destroyed, not reset', async (t) => {
+  const { execFileSync } = await import('node:child_process')
+  const dir = t.testdir()
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${dir}/k.pem`, '-out', `${dir}/c.pem`, '-subj', '/CN=t', '-days', '1'], { stdio: 'ignore' })
+  const tls = await import('node:tls')
+  const { readFileSync } = await import('node:fs')
+  const srv = tls.createServer({ key: readFileSync(`${dir}/k.pem`), cert: readFileSync(`${dir}/c.pem`) }, (s) => {
+    s.on('error', () => {})
+    s.write('hello', () => setTimeout(() => resetSocket(s), 20))
+  })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => srv.close())
+  const c = tls.connect({ port: (srv.address() as AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false })
+  const how = await new Promise<string>((resolve) => {
+    c.once('end', () => resolve('end'))
+    c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+  })
+  t.equal(how, 'ECONNRESET', 'the TLS peer sees a reset')
+
+  // Node 20 reports a reset on an idle TLS stream as a clean 'end': splice must not pass
+  // it on as one. TLS client → hop → plain "application"; the TLS server resets.
+  for (const end of ['reset', 'fin'] as const) {
+    const srv2 = tls.createServer({ key: readFileSync(`${dir}/k.pem`), cert: readFileSync(`${dir}/c.pem`) }, (s) => {
+      s.on('error', () => {})
+      // Paced writes, the reset right after the last one (as a relay behind a dying hop).
+      let n = 0
+      const iv = setInterval(() => {
+        s.write(Buffer.alloc(20_000, 1))
+        if (++n < 10) return
+        clearInterval(iv)
+        if (end === 'reset') resetSocket(s); else s.end()
+      }, 5)
+    })
+    await new Promise<void>((resolve) => srv2.listen(0, '127.0.0.1', resolve))
+    const app = net.createServer({ allowHalfOpen: true }, (local) => {
+      local.on('error', () => {})
+      const tcp = net.connect({ port: (srv2.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+      const up = tls.connect({ socket: tcp, host: '127.0.0.1', rejectUnauthorized: false })
+      up.on('error', () => {})
+      up.once('secureConnect', () => { void splice(local, up) })
+    })
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve))
+    const user = net.connect({ port: (app.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+    let got = 0
+    user.on('data', (d: Buffer) => { got += d.length })
+    // The application here is a Node socket too: its 'end' may hide the reset (libuv), so
+    // the kernel's view decides, as in splice.
+    const seen = await new Promise<string>((resolve) => {
+      user.once('end', () => resolve(wasReset(user) ? 'ECONNRESET' : 'end'))
+      user.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+    })
+    user.destroy()
+    app.close()
+    srv2.close()
+    t.ok(got <= 200_000, `${end}: ${got} bytes arrived before it`)
+    t.equal(seen, end === 'reset' ? 'ECONNRESET' : 'end', `${end}: reaches the application as ${end === 'reset' ? 'a reset' : 'a clean end'}`)
+  }
+
+  // The peer's FIN is in (half-closed): destroyed at once (a reset here spun Node 20).
+  const plain = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {})
+    s.on('end', () => { const t0 = Date.now(); resetSocket(s); t.ok(s.destroyed && Date.now() - t0 < 100, 'destroyed at once'); plain.close() })
+    s.resume()
+  })
+  await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve))
+  const p = net.connect({ port: (plain.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+  p.on('error', () => {})
+  p.end('bye')
+  await new Promise((resolve) => plain.once('close', resolve))
+  p.destroy()
+})
 
 t.test('readExact refuses a short read at the end of the stream', async (t) => {
   const server = net.createServer((s) => { s.end(Buffer.from('abc')) })
