@@ -4,7 +4,7 @@ import fc from 'fast-check'
 import { generateKeyPairSync, sign } from 'node:crypto'
 import { parseDescriptorFrame, verifyDescriptor } from '../../src/proto/descriptor/descriptor.js'
 import { unseal } from '../../src/proto/descriptor/seal.js'
-import { bytes, check, contract } from './helpers.js'
+import { RUNS, bytes, check, contract } from './helpers.js'
 
 const relay = generateKeyPairSync('ed25519')
 const agent = generateKeyPairSync('x25519')
@@ -60,5 +60,5 @@ t.test('sealed PSK: any bytes, small-order keys included, are coded', async (t) 
   const small = fc.constantFrom('00'.repeat(32), '01' + '00'.repeat(31), 'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800').map((h) => Buffer.from(h, 'hex'))
   check(t, 'sealed', fc.property(fc.oneof(bytes(120), fc.tuple(small, bytes(60)).map(([k, r]) => Buffer.concat([k, r]))), bytes(12), (b, aad) => {
     contract(() => unseal(b, agent.privateKey, aad), { codes: /^BECKON_ERR_DESCRIPTOR_INVALID$/, maxAlloc: 256 })
-  }), { numRuns: 1000 })
+  }), { numRuns: Math.max(1000, RUNS) })
 })

@@ -3,7 +3,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import { checkSchema } from '../../src/core/schema.js'
 import * as records from '../../src/store/records.js'
-import { check, contract } from './helpers.js'
+import { RUNS, check, contract } from './helpers.js'
 import type { TSchema } from 'typebox'
 
 const schemas = Object.entries(records).filter(([, v]) => v !== null && typeof v === 'object' && ('type' in v || 'anyOf' in v)) as Array<[string, TSchema]>
@@ -14,6 +14,6 @@ t.test('checkSchema: any value gives a record or a coded error naming the field'
   for (const [name, schema] of schemas) {
     check(t, name, fc.property(fc.oneof(fc.anything({ maxDepth: 3 }), shaped), (v) => {
       contract(() => checkSchema(schema, v, 'body'), { codes: /^BECKON_ERR_VALIDATION$/ })
-    }), { numRuns: 500 })
+    }), { numRuns: Math.max(500, Math.ceil(RUNS / 4)) })
   }
 })
