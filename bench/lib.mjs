@@ -2,7 +2,7 @@
 // Benches print `name  ours  reference  ratio` rows and can regenerate their section
 // of docs/benchmarks.md (never edited by hand).
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -96,4 +96,12 @@ export function hostPort (s) {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s)
   if (m === null) throw new Error(`not host:port: ${s}`)
   return { host: m[1] ?? m[2], port: Number(m[3]) }
+}
+
+/** A process's resident memory (KiB), open fds and CPU seconds, from /proc. */
+export const rssKiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1])
+export const fds = (pid) => readdirSync(`/proc/${pid}/fd`).length
+export function cpuSecs (pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
 }

@@ -11,11 +11,11 @@
 // session) and every lab process, and the client helper, get their soft fd limit raised
 // to the hard one (prlimit).
 // usage (root, after npm run build): node bench/scale.mjs [max-sessions] [rate-seconds] [--record]
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { startRole, stopRole } from '../dist/lab/lab.js'
-import { ROOT, withLab, inNode, report, recordSection, machine } from './lib.mjs'
+import { ROOT, withLab, inNode, report, recordSection, machine, rssKiB, fds, cpuSecs as cpu } from './lib.mjs'
 import { spawn } from 'node:child_process'
 
 const nums = process.argv.slice(2).filter((a) => /^\d+$/.test(a)).map(Number)
@@ -30,12 +30,6 @@ const ROLES = ['relay', 'gateway', 'agent']
 const FDS = 20_000
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-const rssKiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1])
-const fds = (pid) => readdirSync(`/proc/${pid}/fd`).length
-function cpu (pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return (Number(f[11]) + Number(f[12])) / 100
-}
 function prlimit (pid) {
   return new Promise((resolve, reject) => spawn('prlimit', ['--pid', String(pid), `--nofile=${FDS}:${FDS}`]).on('close', (c) => c === 0 ? resolve() : reject(new Error(`prlimit ${pid} exited ${c}`))))
 }
