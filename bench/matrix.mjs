@@ -76,6 +76,7 @@ for (const v of VARIANTS) {
           res.rttMs = rtt.medianMs
           res.mbps = await throughput(st)
           if (v.idleMs !== undefined) res.outcome = `ok after ${v.idleMs / 1000} s idle`
+          if (st.net.lossy !== undefined) res.outcome += st.net.lossy === 'netem' ? ' (netem: 2 % loss, 150 ± 30 ms, reordering)' : ' (no netem in this kernel: 2 % loss + 20 Mbit/s tbf, no fixed delay)'
         } finally { await t.stop() }
       } finally { echo.kill('SIGKILL') }
     })

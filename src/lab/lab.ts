@@ -33,7 +33,7 @@ import { run, waitFor } from '../core/exec.js'
 import { Netns, createNetns, deleteNetns, listNetns, veth } from './netns.js'
 import { LAB_LDAP_SUFFIX, slapdCommand, writeLdapConfig } from './ldap.js'
 import { namedCommand, writeBindConfig } from './bind.js'
-import { CGNAT, LOSS_RULES, PROXY, V6, firewallRules, netemArgs, squidConfig, type NetOptions, type NetVariant, type VariantNode } from './variants.js'
+import { CGNAT, LOSS_RULES, PROXY, V6, firewallRules, netemArgs, squidConfig, tbfArgs, type NetOptions, type NetVariant, type VariantNode } from './variants.js'
 
 export const NODE_NAMES = ['client', 'relay', 'smsc', 'mail', 'ldap', 'dns', 'carrier-fw', 'gateway', 'terminal'] as const
 export type NodeName = typeof NODE_NAMES[number]
@@ -222,7 +222,9 @@ async function buildNetwork (prefix: string, net: NetOptions): Promise<void> {
       net.lossy = 'netem'
     } else if (/qdisc kind is unknown/.test(netem.stderr)) {
       await fw.exec('nft', ['-f', '-'], { input: LOSS_RULES })
-      net.lossy = 'nft-loss-only'
+      await fw.exec('tc', tbfArgs('carr0'))
+      await sw.exec('tc', tbfArgs('c-fw'))
+      net.lossy = 'nft-loss-tbf'
     } else throw new BeckonError('BECKON_ERR_LAB', `tc netem on carr0: ${netem.stderr.trim()}`)
   }
 }

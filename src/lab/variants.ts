@@ -25,9 +25,12 @@
  *                      not deployed, NAT64 would serve IPv6-only hosts reaching IPv4, the
  *                      other way round). The relay signals its IPv6 address.
  *   lossy              tc netem on both directions of the carrier link (carrier-fw ⇄
- *                      br-carrier): 2 % loss, 150 ms ± 30 ms delay, 25 % reordering; on a
- *                      kernel without netem, 2 % loss only (nftables numgen), recorded in
- *                      the lab state as `lossy: 'nft-loss-only'`.
+ *                      br-carrier): 2 % loss, 150 ms ± 30 ms delay, 25 % reordering. On a
+ *                      kernel without netem (this one: "qdisc kind is unknown"; no fq,
+ *                      sfq or cake either): 2 % loss each way from nftables (numgen) and
+ *                      a 20 Mbit/s tbf bottleneck whose queue holds up to 150 ms — the
+ *                      delay a loaded mobile link adds, but no fixed delay and no
+ *                      reordering. Recorded in the lab state as `lossy: 'nft-loss-tbf'`.
  *   sleepy             the SMSC holds every message for the wake delay (eDRX/PSM paging)
  *                      and the device's wake timeout is long (10 min unless given).
  *   short-nat-timeout  carrier-fw's conntrack forgets idle established TCP after 30 s
@@ -54,8 +57,8 @@ export interface NetOptions {
   wakeTimeoutMs?: number
   /** short-nat-timeout: conntrack's established-TCP timeout in carrier-fw (default 30 s). */
   natTimeoutS?: number
-  /** lossy: what the kernel allowed (netem: loss, delay, reordering; else loss only). */
-  lossy?: 'netem' | 'nft-loss-only'
+  /** lossy: what the kernel allowed (netem: loss, delay, reordering; else loss + a tbf bottleneck). */
+  lossy?: 'netem' | 'nft-loss-tbf'
 }
 
 /** Parses `--net a,b`; refuses unknown names and combinations that cannot coexist. */
@@ -149,6 +152,11 @@ table inet beckon_lossy {
 `
 
 /** `tc qdisc` arguments for one direction of the lossy carrier link. */
+/** Without netem: a 20 Mbit/s bottleneck whose queue adds up to 150 ms under load. */
+export function tbfArgs (dev: string): string[] {
+  return ['qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', '20mbit', 'burst', '32kb', 'latency', '150ms']
+}
+
 export function netemArgs (dev: string): string[] {
   return ['qdisc', 'add', 'dev', dev, 'root', 'netem', 'delay', '150ms', '30ms', 'distribution', 'normal', 'loss', '2%', 'reorder', '25%', '50%', 'limit', '10000']
 }

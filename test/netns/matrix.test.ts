@@ -185,9 +185,12 @@ t.test('lossy: 2 % loss, 150 ms ± 30 ms, reordering on the carrier link', async
     const q = await h.inNode('carrier-fw', ['tc', 'qdisc', 'show', 'dev', 'carr0'])
     t.match(q.stdout, /netem .*delay 150ms\s+30ms.*loss 2%.*reorder 25%/, 'netem is on the carrier link')
   } else {
-    // This kernel has no netem: 2 % loss each way from nftables, no delay or reordering.
+    // This kernel has no netem: 2 % loss each way from nftables and a tbf bottleneck
+    // (queueing delay under load, no fixed delay, no reordering).
     const r = await h.inNode('carrier-fw', ['nft', 'list', 'table', 'inet', 'beckon_lossy'])
-    t.match(r.stdout, /numgen random mod 100 < 2 counter packets \d+ bytes \d+ drop comment "lossy: uplink"/, 'loss only (no netem in this kernel)')
+    t.match(r.stdout, /numgen random mod 100 < 2 counter packets \d+ bytes \d+ drop comment "lossy: uplink"/, '2 % loss from nftables (no netem in this kernel)')
+    const q = await h.inNode('carrier-fw', ['tc', 'qdisc', 'show', 'dev', 'carr0'])
+    t.match(q.stdout, /tbf .*rate 20Mbit/, 'a 20 Mbit/s tbf bottleneck on the carrier link')
   }
   const t0 = Date.now()
   await ipsecSession(t, h, { waitMs: 120_000 })
