@@ -16,6 +16,7 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { startRole, stopRole } from '../dist/lab/lab.js'
 import { ViciSession } from '../dist/proto/vici/session.js'
+import { onJsonLines } from '../dist/core/lines.js'
 import { ROOT, withLab, inNode, report, recordSection, machine, rssKiB, fds } from './lib.mjs'
 
 const nums = process.argv.slice(2).filter((a) => /^\d+$/.test(a)).map(Number)
@@ -64,11 +65,7 @@ async function snapshot (st) {
 async function ipsecSession (st) {
   const conn = spawn(process.execPath, [BECKON, 'lab', 'exec', '--state-dir', st.stateDir, '--prefix', st.prefix, 'client', '--', process.execPath, BECKON, 'connect', 'patient-phone', '--json'], { stdio: ['ignore', 'ignore', 'pipe'] })
   const stages = []
-  let buf = ''
-  conn.stderr.on('data', (d) => {
-    buf += d
-    for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) { try { stages.push(JSON.parse(buf.slice(0, i))) } catch { /* not a stage */ } }
-  })
+  onJsonLines(conn.stderr, (v) => { if (v !== undefined) stages.push(v) })
   const exited = new Promise((resolve) => conn.once('exit', resolve))
   const coded = () => stages.find((s) => s.error !== undefined)?.error?.code ?? stages.find((s) => s.stage === 'closed' && s.code !== undefined)?.code
   try {
@@ -119,12 +116,8 @@ await withLab({}, async (st) => {
   const count = (o) => { outcomes[o] = (outcomes[o] ?? 0) + 1; if (o !== 'ok' && o !== 'ipsec ok') log(`session: ${o}`) }
 
   const client = spawn('ip', ['netns', 'exec', st.nodes.client.netns, process.execPath, join(ROOT, 'bench/soak-client.mjs'), st.clientConfig, 'patient-phone:8080', String(rawCount), String(minutes * 60), '64'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let buf = ''
   let rawDone = 0
-  client.stdout.on('data', (d) => {
-    buf += d
-    for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) { rawDone++; count(JSON.parse(buf.slice(0, i)).outcome) }
-  })
+  onJsonLines(client.stdout, (v, line) => { rawDone++; count(v === undefined ? `uncoded: ${line}` : v.outcome) })
   const clientDone = new Promise((resolve) => client.once('exit', resolve))
 
   const ipsec = (async () => {

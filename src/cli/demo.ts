@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { BeckonError, ERRORS, type ErrorCode } from '../core/errors.js'
+import { onJsonLines } from '../core/lines.js'
 import { run, waitFor } from '../core/exec.js'
 import { DEVICE, PORTS, labCli, labDown, labUp, type LabState } from '../lab/lab.js'
 import { listNetns } from '../lab/netns.js'
@@ -164,26 +165,18 @@ async function openTunnel (demo: Demo, st: LabState, channel: Channel): Promise<
   const proc = demo.spawnIn(st, 'client', [process.execPath, BECKON_MAIN, 'connect', DEVICE.name, '--json'])
   const stages: Array<Record<string, unknown>> = []
   let failure: BeckonError | undefined
-  let buf = ''
-  proc.stderr!.on('data', (d: Buffer) => {
-    buf += d.toString()
-    let i
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i)
-      buf = buf.slice(i + 1)
-      let m: Record<string, unknown>
-      try { m = JSON.parse(line) as Record<string, unknown> } catch { continue }
-      const err = m.error as { code?: string, message?: string } | undefined
-      if (err !== undefined) {
-        const code = (err.code !== undefined && err.code in ERRORS ? err.code : 'BECKON_ERR_LAB') as ErrorCode
-        failure = new BeckonError(code, `beckon connect (${channel}): ${err.message ?? line}`)
-        continue
-      }
-      if (typeof m.stage !== 'string' || STAGE_TEXT[m.stage] === undefined) continue
-      stages.push(m)
-      const ms = ((Date.now() - started) / 1000).toFixed(3)
-      demo.say(`  ${demo.clock()}  ${channel.padEnd(5)} ${`+${ms} s`.padEnd(9)}  ${STAGE_TEXT[m.stage]!(m)}`)
+  onJsonLines(proc.stderr!, (m, line) => {
+    if (m === undefined) return
+    const err = m.error as { code?: string, message?: string } | undefined
+    if (err !== undefined) {
+      const code = (err.code !== undefined && err.code in ERRORS ? err.code : 'BECKON_ERR_LAB') as ErrorCode
+      failure = new BeckonError(code, `beckon connect (${channel}): ${err.message ?? line}`)
+      return
     }
+    if (typeof m.stage !== 'string' || STAGE_TEXT[m.stage] === undefined) return
+    stages.push(m)
+    const ms = ((Date.now() - started) / 1000).toFixed(3)
+    demo.say(`  ${demo.clock()}  ${channel.padEnd(5)} ${`+${ms} s`.padEnd(9)}  ${STAGE_TEXT[m.stage]!(m)}`)
   })
   await waitFor(`the ${channel} session's IPsec tunnel`, () => {
     if (failure !== undefined) throw failure

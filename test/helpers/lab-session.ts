@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { waitFor } from '../../src/core/exec.js'
+import { onJsonLines } from '../../src/core/lines.js'
 import { readLabState, stopRole, type LabState } from '../../src/lab/lab.js'
 import { ViciSession } from '../../src/proto/vici/session.js'
 import { BECKON, beckon, type CliResult } from './cli.js'
@@ -56,16 +57,7 @@ export class LabHarness {
     const proc = spawn(process.execPath, [BECKON, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env, ...(user === undefined ? {} : { BECKON_PASSWORD: user.password }) } })
     this.children.push(proc)
     const stages: Stage[] = []
-    let buf = ''
-    proc.stderr!.on('data', (d: Buffer) => {
-      buf += d.toString()
-      let i
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i)
-        buf = buf.slice(i + 1)
-        try { stages.push(JSON.parse(line) as Stage) } catch { stages.push({ raw: line }) }
-      }
-    })
+    onJsonLines(proc.stderr!, (v, line) => stages.push(v ?? { raw: line }))
     const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
     return { proc, stages, exited }
   }

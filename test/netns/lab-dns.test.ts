@@ -16,6 +16,7 @@ import { openSync, closeSync, readFileSync, writeFileSync, existsSync, statSync 
 import { join } from 'node:path'
 import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { run, waitFor } from '../../src/core/exec.js'
+import { onJsonLines } from '../../src/core/lines.js'
 import { labCli, startRole, stopRole } from '../../src/lab/lab.js'
 import { Netns, createNetns, veth } from '../../src/lab/netns.js'
 import { openStore } from '../../src/store/open.js'
@@ -41,13 +42,7 @@ async function connectByName (): Promise<{ stages: Stage[], body: string, ms: nu
   const proc = spawn(process.execPath, [BECKON, 'lab', 'exec', ...lab.args, 'client', '--', process.execPath, BECKON, 'connect', FQDN, '--tcp', '8080', '-L', '18080', '--once', '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => { proc.kill('SIGKILL') })
   const stages: Stage[] = []
-  let buf = ''
-  proc.stderr.on('data', (d: Buffer) => {
-    buf += d.toString()
-    for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) {
-      try { stages.push({ ...(JSON.parse(buf.slice(0, i)) as Stage), at: Date.now() }) } catch { stages.push({ raw: buf.slice(0, i) }) }
-    }
-  })
+  onJsonLines(proc.stderr, (v, line) => stages.push(v === undefined ? { raw: line } : { ...v, at: Date.now() }))
   const exited = new Promise<number | null>((resolve) => proc.once('exit', resolve))
   await waitFor('beckon connect to forward or fail', async () => {
     if (proc.exitCode !== null) throw new Error(`beckon connect exited ${proc.exitCode}: ${JSON.stringify(stages)}`)

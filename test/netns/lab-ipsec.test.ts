@@ -13,6 +13,7 @@ import { mkdtempSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { waitFor } from '../../src/core/exec.js'
+import { onJsonLines } from '../../src/core/lines.js'
 import { writeFileSync } from 'node:fs'
 import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { caInit, caIssue } from '../../src/ipsec/ca.js'
@@ -46,16 +47,7 @@ async function connect (user?: { name: string, password: string }, config?: stri
   const proc = spawn(process.execPath, [BECKON, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(user === undefined ? {} : { BECKON_PASSWORD: user.password }) } })
   children.push(proc)
   const stages: Array<Record<string, unknown>> = []
-  let buf = ''
-  proc.stderr!.on('data', (d: Buffer) => {
-    buf += d.toString()
-    let i
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i)
-      buf = buf.slice(i + 1)
-      try { stages.push(JSON.parse(line) as Record<string, unknown>) } catch { stages.push({ raw: line }) }
-    }
-  })
+  onJsonLines(proc.stderr!, (v, line) => stages.push(v ?? { raw: line }))
   await waitFor('the IPsec tunnel', () => {
     const err = stages.find((s) => s.error !== undefined)
     if (err !== undefined) throw new Error(`beckon connect failed: ${JSON.stringify(err)}`)

@@ -19,6 +19,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { waitFor } from '../../src/core/exec.js'
+import { onJsonLines } from '../../src/core/lines.js'
 import { labCli, startRole, stopRole } from '../../src/lab/lab.js'
 import { requireRoot } from '../helpers/charon-pair.js'
 import { BECKON } from '../helpers/cli.js'
@@ -138,11 +139,7 @@ t.test('a raw TCP session cannot resume: the gateway restarted mid-download ends
   const proc = spawn(process.execPath, [BECKON, 'lab', 'exec', ...lab.args, 'client', '--', process.execPath, BECKON, 'connect', 'patient-phone', '--tcp', String(PORT), '-L', '19000', '--once', '--json'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
   t.teardown(() => { proc.kill('SIGKILL') })
   const lines: Array<Record<string, unknown>> = []
-  let buf = ''
-  proc.stderr!.on('data', (d: Buffer) => {
-    buf += d.toString()
-    for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) { try { lines.push(JSON.parse(buf.slice(0, i)) as Record<string, unknown>) } catch { lines.push({ raw: buf.slice(0, i) }) } }
-  })
+  onJsonLines(proc.stderr!, (v, line) => lines.push(v ?? { raw: line }))
   await waitFor('beckon connect to forward', () => {
     if (proc.exitCode !== null) throw new Error(`beckon connect exited: ${JSON.stringify(lines)}`)
     return lines.some((l) => l.stage === 'forwarding')
