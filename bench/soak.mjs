@@ -177,7 +177,7 @@ await withLab({}, async (st) => {
     [...outcomeRows, ...rows])
   const pass = checks.every((c) => c[3])
   if (record) {
-    recordSection('soak', text, `\`node bench/soak.mjs ${total} ${minutes} --seed ${seed}\` on ${machine()}. Columns here: *ours* = after the soak, *reference* = before it, *ratio* = whether it came back. Raw TCP sessions cut by a fault end with \`BECKON_ERR_PATH_LOST\` (they cannot resume); IPsec sessions re-join. Not part of CI or bench/run (${minutes} min).`)
+    recordSection('soak', text, `\`node bench/soak.mjs ${total} ${minutes} --seed ${seed}\` on ${machine()}. Columns here: *ours* = after the soak, *reference* = before it, *ratio* = whether it came back. Sessions that arrive while the gateway or the agent is down end with \`BECKON_ERR_TERMINAL_UNREACHABLE\`; a raw TCP session cut by a fault ends with \`BECKON_ERR_PATH_LOST\` (it cannot resume); an IPsec session re-joins, unless its agent was killed (the agent's session state died with it: \`BECKON_ERR_PATH_LOST\`). Not part of CI or bench/run (${minutes} min).`)
   }
   log(pass ? 'PASS' : 'FAIL')
   process.exitCode = pass ? 0 : 1
