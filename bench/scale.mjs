@@ -123,7 +123,10 @@ await withLab({ sink: true }, async (st) => {
   const text = report('bench/scale (a) idle sessions on one relay', rowsA) + '\n\n' + report('bench/scale (b) rendezvous rate', rowsB) + '\n\n' + report('bench/scale (c) growth', stepRows)
   const top = busy.reduce((x, y) => busyPct[x] >= busyPct[y] ? x : y)
   const limits = `\n\n**What limits us.** Held sessions: each costs the relay a TLS socket (OpenSSL state and buffers), an HTTP CONNECT parser left behind, ` +
-    'the dial-back socket, a live-session record and a per-session logger; the gateway and the agent hold two plain sockets each. Two fds per session per ' +
+    'the dial-back socket, a live-session record and a per-session logger; the gateway and the agent hold two plain sockets each. The TLS socket alone ' +
+    'is most of the relay\'s share: a bare Node https server holding idle CONNECTed TLS connections costs 31 KiB of RSS each on this machine ' +
+    '(`node bench/tls-floor.mjs`, Node 20, OpenSSL\'s per-connection state and buffers; Node exposes no SSL_MODE_RELEASE_BUFFERS), so the 30 KB goal ' +
+    'is below what Node\'s TLS allows before any relay state. Two fds per session per ' +
     `process meet this sandbox's hard limit of ${FDS} just under 10,000 sessions. Rendezvous rate: at the maximum, ${top} is the busiest process ` +
     `(${busyPct[top].toFixed(0)} % of a core); the TLS handshake per CONNECT (ECDHE + signature), the signal's X25519 seal and the descriptor's Ed25519 signature ` +
     'are the per-session CPU at the relay, and every role shares the same two cores with the client helper.'
