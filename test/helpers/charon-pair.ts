@@ -38,6 +38,18 @@ export function requireRoot (t: Test): boolean {
   return false
 }
 
+/** Runs `cleanup` at the test's teardown, and also on SIGINT/SIGTERM (then exits 130). */
+export function cleanUpAlways (t: Test, cleanup: () => Promise<void>): void {
+  const onSignal = (): void => { void cleanup().finally(() => process.exit(130)) }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  t.teardown(async () => {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await cleanup()
+  })
+}
+
 export async function charonPair (t: Test, opts: { portNatT?: number } = {}): Promise<Pair> {
   const prefix = `bk${process.pid % 100000}${Math.floor(Math.random() * 100)}`
   const dir = mkdtempSync(join(tmpdir(), 'beckon-pair-'))
@@ -50,14 +62,7 @@ export async function charonPair (t: Test, opts: { portNatT?: number } = {}): Pr
     await set.destroy()
     rmSync(dir, { recursive: true, force: true })
   }
-  const onSignal = (): void => { void cleanup().finally(() => process.exit(130)) }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-  t.teardown(async () => {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-    await cleanup()
-  })
+  cleanUpAlways(t, cleanup)
 
   const nsA = await set.create('a')
   const nsB = await set.create('b')

@@ -20,7 +20,7 @@ import { checkPolicy } from '../../src/ipsec/check.js'
 import { validatePolicy } from '../../src/ipsec/policy.js'
 import { validateProposals } from '../../src/ipsec/proposals.js'
 import type { Device, Policy } from '../../src/store/records.js'
-import { requireRoot } from '../helpers/charon-pair.js'
+import { cleanUpAlways, requireRoot } from '../helpers/charon-pair.js'
 
 if (!requireRoot(t)) process.exit(1)
 
@@ -60,14 +60,7 @@ t.test('policy checks against charon', async (t) => {
     await set.destroy()
     rmSync(dir, { recursive: true, force: true })
   }
-  const onSignal = (): void => { void cleanup().finally(() => process.exit(130)) }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-  t.teardown(async () => {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-    await cleanup()
-  })
+  cleanUpAlways(t, cleanup)
 
   const ns = await set.create('c')
   charon = new CharonProcess(ns.name, { dir })
