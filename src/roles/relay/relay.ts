@@ -544,10 +544,16 @@ export class Relay {
     void this.write(l, 'update', () => this.deps.store.sessionUpdate(l.record.id, { stage, ...extra }))
   }
 
-  private async close1 (l: Live, outcome: string, reason: string | undefined, up: number, down: number): Promise<void> {
-    if (!this.live.delete(l.record.id)) return
+  /** Removes a session from the live registry; false when it was gone already. */
+  private drop (l: Live): boolean {
+    if (!this.live.delete(l.record.id)) return false
     if (l.detached !== undefined) clearTimeout(l.detached.timer)
     this.deps.metrics?.sessions.dec({ stage: l.record.stage })
+    return true
+  }
+
+  private async close1 (l: Live, outcome: string, reason: string | undefined, up: number, down: number): Promise<void> {
+    if (!this.drop(l)) return
     this.deps.metrics?.outcomes.inc({ outcome })
     const at = this.now()
     // Guarded by relay id: a session another relay took over is not this relay's to end.
@@ -606,10 +612,8 @@ export class Relay {
       if (l.detached === undefined) continue
       const rec = await this.deps.store.getSession(l.record.id).catch(() => undefined)
       if (rec === undefined || rec.ended_at !== undefined || rec.relay === this.cfg.relayId) continue
-      if (!this.live.delete(l.record.id)) continue
-      clearTimeout(l.detached.timer)
+      if (!this.drop(l)) continue
       l.rejoining?.destroy()
-      this.deps.metrics?.sessions.dec({ stage: l.record.stage })
       this.log.info({ session: l.record.id, to: rec.relay }, 'relay: session taken over by another relay')
     }
   }
