@@ -60,7 +60,9 @@ put_text () {
 }
 
 # ---- packages ---------------------------------------------------------------------------
-packages=(ca-certificates iproute2 nftables)
+# g++, make, python3: node-gyp builds native/splice.c (the in-kernel splice of plain hops)
+# at npm ci; without them the install still succeeds and plain hops use the JS loop.
+packages=(ca-certificates iproute2 nftables g++ make python3)
 case "$role" in
   agent|client)
     # charon-systemd: charon as strongswan.service, configured by strongswan.conf + VICI only.
@@ -94,15 +96,16 @@ fi
 
 # ---- the code under /opt/beckon ----------------------------------------------------------
 # Rebuilt only when the source changed: the stamp is a hash of everything the build reads.
-stamp=$(cd "$src" && find package.json package-lock.json tsconfig.json src -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+stamp=$(cd "$src" && find package.json package-lock.json tsconfig.json binding.gyp native src -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 opt=$ROOT/opt/beckon
 if [ "$(cat "$opt/.source-sha256" 2>/dev/null)" != "$stamp" ]; then
   mkdir -p "$opt"
-  rm -rf "$opt/src" "$opt/dist"
-  cp -R "$src/package.json" "$src/package-lock.json" "$src/tsconfig.json" "$src/src" "$opt/"
+  rm -rf "$opt/src" "$opt/dist" "$opt/native" "$opt/build"
+  cp -R "$src/package.json" "$src/package-lock.json" "$src/tsconfig.json" "$src/binding.gyp" "$src/native" "$src/src" "$opt/"
   if staged; then
     # A staged tree carries the build the checkout already has (npm test builds dist/).
     [ -d "$src/dist" ] && cp -R "$src/dist" "$opt/dist"
+    [ -d "$src/build/Release" ] && mkdir -p "$opt/build" && cp -R "$src/build/Release" "$opt/build/Release"
   else
     (cd "$opt" && npm ci --no-audit --no-fund && npx tsc -p tsconfig.json && npm prune --omit=dev --no-audit --no-fund)
   fi

@@ -33,8 +33,8 @@ function iperf () {
 }
 
 async function round (mode) {
-  if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
-  else delete process.env.BECKON_SPLICE
+  if (mode === 'kernel') delete process.env.BECKON_SPLICE
+  else process.env.BECKON_SPLICE = mode === 'userbuf' ? 'js' : 'pipe'
   const c0 = process.cpuUsage()
   const r = await iperf()
   const c = process.cpuUsage(c0)

@@ -23,6 +23,7 @@
  */
 import net, { type Socket } from 'node:net'
 import { BeckonError } from './errors.js'
+import { kernelAdd, kernelSplice, kernelStop } from './kernel-splice.js'
 
 function readable (sock: Socket, what: string, timeoutMs: number, take: () => Buffer | undefined): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -91,13 +92,16 @@ export function readUntil (sock: Socket, delim: Buffer, max: number, what: strin
 
 /**
  * Joins two sockets until both directions have ended. Resolves with the bytes moved
- * each way; never rejects (errors close both sides).
+ * each way; never rejects (errors close both sides). Two plain TCP sockets go to the
+ * kernel path when the native addon is there (src/core/kernel-splice.ts); anything
+ * else, or a kernel path that cannot take them, uses the JS loop.
  */
 export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: number }> {
   return new Promise((resolve) => {
+    const inKernel = { aToB: 0, bToA: 0 }
     let closed = 0
     const finish = (): void => {
-      if (++closed === 2) resolve({ aToB: b.bytesWritten - bBase, bToA: a.bytesWritten - aBase })
+      if (++closed === 2) resolve({ aToB: b.bytesWritten - bBase + inKernel.aToB, bToA: a.bytesWritten - aBase + inKernel.bToA })
     }
     const aBase = a.bytesWritten
     const bBase = b.bytesWritten
@@ -110,12 +114,79 @@ export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: num
     b.setKeepAlive(true, 30_000)
     a.setNoDelay(true)
     b.setNoDelay(true)
-    const pipeOnly = process.env.BECKON_SPLICE === 'pipe'
-    if (pipeOnly || !copyWithUserBuffer(a, b)) pipeTo(a, b)
-    if (pipeOnly || !copyWithUserBuffer(b, a)) pipeTo(b, a)
-    a.resume()
-    b.resume()
+    const inJs = (): void => {
+      const pipeOnly = process.env.BECKON_SPLICE === 'pipe'
+      if (pipeOnly || !copyWithUserBuffer(a, b)) pipeTo(a, b)
+      if (pipeOnly || !copyWithUserBuffer(b, a)) pipeTo(b, a)
+      a.resume()
+      b.resume()
+    }
+    const k = kernelSplice()
+    if (k === null || fdOf(a) < 0 || fdOf(b) < 0) { inJs(); return }
+    handOver(k, a, b, inKernel).then((taken) => { if (!taken) inJs() }, () => inJs())
   })
+}
+
+type Native = NonNullable<ReturnType<typeof kernelSplice>>
+interface TcpHandle { fd?: number, reading?: boolean, readStop?: () => number }
+
+/** The fd of a plain, fully open TCP socket; -1 for anything the kernel path must not take. */
+function fdOf (sock: Socket): number {
+  if ('encrypted' in sock || sock.destroyed || sock.readyState !== 'open' || sock.readableEnded || sock.writableEnded) return -1
+  const h = (sock as unknown as { _handle: TcpHandle | null })._handle
+  return typeof h?.fd === 'number' && h.fd >= 0 && typeof h.readStop === 'function' ? h.fd : -1
+}
+
+/**
+ * Gives the pair to the kernel path: what Node already read goes out first, reading
+ * stops, and once Node's own writes are out the addon takes both fds. A destroy from
+ * anywhere (a kill, a gateway shutting down) first takes the pair back, so the native
+ * thread never touches a closed fd. False when the kernel path refused: the JS loop
+ * takes over where this left off.
+ */
+async function handOver (k: Native, a: Socket, b: Socket, inKernel: { aToB: number, bToA: number }): Promise<boolean> {
+  for (const [src, dst] of [[a, b], [b, a]] as const) {
+    let early: Buffer | null
+    while ((early = src.read() as Buffer | null) !== null) dst.write(early)
+  }
+  for (const s of [a, b]) {
+    const h = (s as unknown as { _handle: TcpHandle })._handle
+    h.reading = false
+    h.readStop!()
+  }
+  // Node's own pending writes must reach the kernel before the addon writes after them.
+  for (let i = 0; a.writableLength > 0 || b.writableLength > 0; i++) {
+    if (a.destroyed || b.destroyed) return true
+    await new Promise((resolve) => setTimeout(resolve, i < 10 ? 0 : 10))
+  }
+  const fa = fdOf(a)
+  const fb = fdOf(b)
+  if (fa < 0 || fb < 0) return a.destroyed || b.destroyed
+  let pair: { handle: number, id: number }
+  const restore = (): void => { for (const s of [a, b]) delete (s as unknown as Record<string, unknown>)._destroy }
+  try {
+    pair = kernelAdd(k, fa, fb, (d) => {
+      restore()
+      inKernel.aToB += d.aToB
+      inKernel.bToA += d.bToA
+      // Both directions ended (FINs went on as FINs), or one side failed and the addon
+      // set both to reset on close.
+      a.destroy()
+      b.destroy()
+    })
+  } catch {
+    return false
+  }
+  for (const s of [a, b]) {
+    const own = s._destroy.bind(s)
+    s._destroy = (err, cb) => {
+      restore()
+      const moved = kernelStop(k, pair.handle, pair.id)
+      if (moved !== null) { inKernel.aToB += moved[0]; inKernel.bToA += moved[1] }
+      own(err, cb)
+    }
+  }
+  return true
 }
 
 /**

@@ -1,10 +1,11 @@
 // splice on loopback sockets (port 0): bytes both ways in order, what a handshake read
 // past its end, half-close, backpressure without unbounded buffering, teardown on
 // error; on the reused-buffer path and on the `pipe` fallback alike.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import net, { type AddressInfo, type Socket } from 'node:net'
 import { connectTcp, readExact, resetSocket, splice, wasReset } from '../../../src/core/stream.js'
+import { kernelSpliceStats, kernelSpliceStatus } from '../../../src/core/kernel-splice.js'
 
 /** A hop: accepts on port 0, reads `handshake` bytes, then splices to `target`. */
 async function hop (targetPort: number, handshake = 0): Promise<{ port: number, moved: Array<Promise<{ aToB: number, bToA: number }>>, server: net.Server }> {
@@ -43,10 +44,18 @@ function collect (s: Socket): Promise<Buffer> {
   })
 }
 
-for (const mode of ['userbuf', 'pipe'] as const) {
+/** kernel: the native splice(2) path; userbuf: the JS loop with one reused buffer; pipe: stream pipe. */
+function useMode (t: Test, mode: 'kernel' | 'userbuf' | 'pipe'): void {
+  if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
+  if (mode === 'userbuf') process.env.BECKON_SPLICE = 'js'
+  t.teardown(() => { delete process.env.BECKON_SPLICE })
+  // The addon is built by `npm ci`: its absence is a failure here, not a reason to skip.
+  if (mode === 'kernel') t.ok(kernelSpliceStatus().active, `kernel path active: ${kernelSpliceStatus().reason}`)
+}
+
+for (const mode of ['kernel', 'userbuf', 'pipe'] as const) {
   t.test(`${mode}: 8 MiB through two hops arrive in order; half-close carries the answer back`, async (t) => {
-    if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
-    t.teardown(() => { delete process.env.BECKON_SPLICE })
+    useMode(t, mode)
     const sink = await hasher()
     const h2 = await hop(sink.port)
     const h1 = await hop(h2.port, 4)
@@ -66,8 +75,7 @@ for (const mode of ['userbuf', 'pipe'] as const) {
   })
 
   t.test(`${mode}: a reader that does not read holds the writer back (bounded buffering)`, async (t) => {
-    if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
-    t.teardown(() => { delete process.env.BECKON_SPLICE })
+    useMode(t, mode)
     let slow: Socket | undefined
     const gotSlow = new Promise<Socket>((resolve) => {
       const srv = net.createServer({ allowHalfOpen: true }, (s) => { s.pause(); slow = s; resolve(s) })
@@ -93,8 +101,7 @@ for (const mode of ['userbuf', 'pipe'] as const) {
   })
 
   t.test(`${mode}: an error on one side closes the other`, async (t) => {
-    if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
-    t.teardown(() => { delete process.env.BECKON_SPLICE })
+    useMode(t, mode)
     const sink = await hasher()
     const h = await hop(sink.port)
     t.teardown(() => { sink.server.close(); h.server.close() })
@@ -109,8 +116,7 @@ for (const mode of ['userbuf', 'pipe'] as const) {
   })
 
   t.test(`${mode}: a reset behind two hops reaches the client as a reset, never as a clean end`, async (t) => {
-    if (mode === 'pipe') process.env.BECKON_SPLICE = 'pipe'
-    t.teardown(() => { delete process.env.BECKON_SPLICE })
+    useMode(t, mode)
     // The far end sends part of a transfer and dies with a reset (a gateway's path broke).
     const far = net.createServer({ allowHalfOpen: true }, (s) => {
       s.on('error', () => {})
