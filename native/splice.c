@@ -99,18 +99,16 @@ static int pump (dir_t *d, int srcside, bool fin_out, int *side) {
       else { *side = 1 - srcside; return m < 0 ? errno : EPIPE; }
     }
     d->wantw = false;
-    if (d->eof) {
-      pipe_put(d);
-      if (!d->done) { shutdown(d->dst, SHUT_WR); d->done = true; }
-      return 0;
-    }
     if (d->pr < 0 && pipe_get(&d->pr, &d->pw) != 0) { *side = srcside; return errno; }
     ssize_t n = splice(d->src, NULL, d->pw, NULL, PIPE_BYTES, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) { d->inpipe += (size_t)n; continue; }
     if (n == 0) {
       if (!fin_out && was_reset(d->src)) { *side = srcside; return ECONNRESET; }
-      d->eof = true;
-      continue;
+      // The pipe is empty here (reads happen only then): the FIN goes on at once.
+      d->eof = d->done = true;
+      pipe_put(d);
+      shutdown(d->dst, SHUT_WR);
+      return 0;
     }
     if (errno == EAGAIN) { if (d->inpipe == 0) pipe_put(d); return 0; }
     *side = srcside;

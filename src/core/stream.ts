@@ -98,7 +98,7 @@ export function readUntil (sock: Socket, delim: Buffer, max: number, what: strin
  */
 export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: number }> {
   return new Promise((resolve) => {
-    const inKernel = { aToB: 0, bToA: 0 }
+    const inKernel = { aToB: 0, bToA: 0, orderly: false }
     let closed = 0
     const finish = (): void => {
       if (++closed === 2) resolve({ aToB: b.bytesWritten - bBase + inKernel.aToB, bToA: a.bytesWritten - aBase + inKernel.bToA })
@@ -107,8 +107,15 @@ export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: num
     const bBase = b.bytesWritten
     a.on('error', () => { resetSocket(b); a.destroy() })
     b.on('error', () => { resetSocket(a); b.destroy() })
-    a.once('close', () => { b.destroySoon?.(); finish() })
-    b.once('close', () => { a.destroySoon?.(); finish() })
+    // A side that closed after both its directions ended lets the other finish its
+    // writes; one destroyed before that (a kill, a shutdown) is a break, passed on as one.
+    const onClose = (x: Socket, y: Socket): void => {
+      if (inKernel.orderly || (x.readableEnded && x.writableFinished)) y.destroySoon?.()
+      else resetSocket(y)
+      finish()
+    }
+    a.once('close', () => onClose(a, b))
+    b.once('close', () => onClose(b, a))
     // Once the data path is up, a dead peer is found by keepalives, not by timers.
     a.setKeepAlive(true, 30_000)
     b.setKeepAlive(true, 30_000)
@@ -144,7 +151,7 @@ function fdOf (sock: Socket): number {
  * thread never touches a closed fd. False when the kernel path refused: the JS loop
  * takes over where this left off.
  */
-async function handOver (k: Native, a: Socket, b: Socket, inKernel: { aToB: number, bToA: number }): Promise<boolean> {
+async function handOver (k: Native, a: Socket, b: Socket, inKernel: { aToB: number, bToA: number, orderly: boolean }): Promise<boolean> {
   for (const [src, dst] of [[a, b], [b, a]] as const) {
     let early: Buffer | null
     while ((early = src.read() as Buffer | null) !== null) dst.write(early)
@@ -171,6 +178,7 @@ async function handOver (k: Native, a: Socket, b: Socket, inKernel: { aToB: numb
       inKernel.bToA += d.bToA
       // Both directions ended (FINs went on as FINs), or one side failed and the addon
       // set both to reset on close.
+      inKernel.orderly = d.errno === 0
       a.destroy()
       b.destroy()
     })

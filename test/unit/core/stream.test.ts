@@ -218,3 +218,73 @@ t.test('readExact refuses a short read at the end of the stream', async (t) => {
   t.teardown(() => sock.destroy())
   await t.rejects(readExact(sock, 8, 'hello', 2_000), { code: 'BECKON_ERR_PROTOCOL', message: /after 3 of 8 bytes of hello/ })
 })
+
+t.test('kernel: 64 pairs at once, each with its own bytes both ways; afterwards no pair and a bounded pipe pool', async (t) => {
+  useMode(t, 'kernel')
+  // An echo-with-digest server: hashes what it got, answers with the digest and the same
+  // amount of its own bytes, so both directions carry data through the hop.
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    const h = createHash('sha256')
+    let n = 0
+    s.on('data', (d: Buffer) => { h.update(d); n += d.length })
+    s.on('end', () => { s.write(h.digest()); s.end(Buffer.alloc(n, n & 0xff)) })
+    s.on('error', () => {})
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const h = await hop((server.address() as AddressInfo).port)
+  t.teardown(() => { server.close(); h.server.close() })
+  const runs = Array.from({ length: 64 }, async (_, i) => {
+    const data = randomBytes(1000 + i * 20_011)
+    const c = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true })
+    const answer = collect(c)
+    c.end(data)
+    const got = await answer
+    c.destroy()
+    return got.subarray(0, 32).equals(createHash('sha256').update(data).digest()) &&
+      got.length === 32 + data.length && got.subarray(32).every((b) => b === (data.length & 0xff))
+  })
+  const ok = await Promise.all(runs)
+  t.equal(ok.filter(Boolean).length, 64, 'every pair carried its bytes intact both ways')
+  await Promise.all(h.moved)
+  const st = kernelSpliceStats()!
+  t.equal(st.live, 0, 'no pair left in the addon')
+  t.ok(st.pooledPipes <= 256, `${st.pooledPipes} idle pipes pooled (cap 256)`)
+})
+
+for (const mode of ['kernel', 'userbuf', 'pipe'] as const) t.test(`${mode}: a socket destroyed from outside mid-transfer is a break: the far side sees a reset`, async (t) => {
+  useMode(t, mode)
+  // The far end streams without end; the hop's two sockets are captured so the test can
+  // destroy one the way a gateway shutting down or a kill does.
+  const far = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {})
+    const chunk = Buffer.alloc(64 * 1024, 1)
+    const more = (): void => { while (!s.destroyed && s.write(chunk)); }
+    s.on('drain', more)
+    more()
+  })
+  await new Promise<void>((resolve) => far.listen(0, '127.0.0.1', resolve))
+  let pair: Socket[] = []
+  let moved!: Promise<{ aToB: number, bToA: number }>
+  const hopSrv = net.createServer({ allowHalfOpen: true }, (sock) => {
+    sock.pause()
+    sock.on('error', () => {})
+    void connectTcp('127.0.0.1', (far.address() as AddressInfo).port, 2_000).then((up) => { pair = [sock, up]; moved = splice(sock, up) })
+  })
+  await new Promise<void>((resolve) => hopSrv.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { far.close(); hopSrv.close() })
+  const c = net.connect({ port: (hopSrv.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+  let got = 0
+  c.on('data', (d: Buffer) => { got += d.length })
+  const how = new Promise<string>((resolve) => {
+    c.once('end', () => resolve(wasReset(c) ? 'ECONNRESET' : 'end'))
+    c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+  })
+  while (got < 4 << 20) await new Promise((resolve) => setTimeout(resolve, 10))
+  if (mode === 'kernel') t.equal(kernelSpliceStats()!.live, 1, 'the pair is in the addon')
+  resetSocket(pair[1]!)
+  t.equal(await how, 'ECONNRESET', 'the client sees a reset, not a clean end')
+  const m = await moved
+  t.ok(m.bToA >= got - (1 << 20) && m.bToA > 4 << 20, `the hop counts what it moved (${m.bToA} bytes)`)
+  if (mode === 'kernel') t.equal(kernelSpliceStats()!.live, 0, 'taken back: no pair left in the addon')
+  c.destroy()
+})
