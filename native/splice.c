@@ -167,16 +167,23 @@ static void *loop (void *arg) {
       pair_t *p = &pairs[slot];
       if (!p->used || p->gen != gen) continue;  // stopped or reused since epoll_wait returned
       int side = -1, err = 0, at = (int)(t & 1);
-      for (int i = 0; i < 2 && err == 0; i++) if (!p->d[i].done) err = pump(&p->d[i], i, p->d[1 - i].done, &side);
+      uint32_t ev = evs[k].events;
+      // Only the directions this event can move: readable fd → the one reading it,
+      // writable fd → the one writing it (an idle reverse direction costs no syscall).
+      bool any = (ev & (EPOLLERR | EPOLLHUP)) != 0;
+      bool run[2] = { false, false };
+      run[at] = any || (ev & EPOLLIN) != 0;
+      run[1 - at] = any || (ev & EPOLLOUT) != 0;
+      for (int i = 0; i < 2 && err == 0; i++) if (run[i] && !p->d[i].done) err = pump(&p->d[i], i, p->d[1 - i].done, &side);
       // An error or hang-up is reported whatever the interest, and again at every wait:
       // settle it now. A hang-up while we still owe that side bytes or a FIN is a reset
       // (an orderly close needs our FIN first).
-      if (err == 0 && (evs[k].events & (EPOLLERR | EPOLLHUP)) != 0) {
+      if (err == 0 && any) {
         int se = 0;
         socklen_t sl = sizeof se;
         getsockopt(p->fd[at], SOL_SOCKET, SO_ERROR, &se, &sl);
         if (se != 0) { err = se; side = at; }
-        else if ((evs[k].events & EPOLLHUP) != 0 && !p->d[1 - at].done) { err = ECONNRESET; side = at; }
+        else if ((ev & EPOLLHUP) != 0 && !p->d[1 - at].done) { err = ECONNRESET; side = at; }
       }
       if (err == 0 && !(p->d[0].done && p->d[1].done)) { set_interest(p, slot); continue; }
       // The pair is over: a failed side makes the other reset when JS closes it.

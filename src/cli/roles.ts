@@ -15,6 +15,7 @@ import { LdapDirectory, testLdap } from '../directory/ldap.js'
 import { join } from 'node:path'
 import type { HealthCheck } from '../api/deps.js'
 import { connectTcp } from '../core/stream.js'
+import { dataPath } from '../core/kernel-splice.js'
 import { Metrics } from '../core/metrics.js'
 import { checkPolicy } from '../ipsec/check.js'
 import { Catalog } from '../roles/relay/catalog.js'
@@ -163,7 +164,7 @@ async function gateway (configPath: string | undefined): Promise<void> {
       (err, meta) => g.refuse(err, { ...meta }))
     inbox.start()
   }
-  log.info({ terminals: [...cfg.terminals.keys()], channels: [bind === undefined ? [] : ['sms'], inbox === undefined ? [] : ['email']].flat() }, 'gateway started')
+  log.info({ terminals: [...cfg.terminals.keys()], channels: [bind === undefined ? [] : ['sms'], inbox === undefined ? [] : ['email']].flat(), dataPath: dataPath() }, 'gateway started')
   onShutdown(log, async () => { await bind?.stop(); await inbox?.stop(); g.close() })
 }
 

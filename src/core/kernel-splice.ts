@@ -82,3 +82,9 @@ export function kernelStop (n: Native, handle: number, id: number): [number, num
 export function kernelSpliceStats (): { live: number, pooledPipes: number } | null {
   return native?.stats() ?? null
 }
+
+/** One line for a role's start-up log: which path plain hops take. */
+export function dataPath (): string {
+  const st = kernelSpliceStatus()
+  return st.active ? `kernel: ${st.reason}` : `js copy loop: ${st.reason}`
+}

@@ -20,6 +20,7 @@ import { BeckonError, toBeckonError } from '../../core/errors.js'
 import { privateKeyFromRaw, publicKeyFromRaw } from '../../core/keys.js'
 import type { Logger } from '../../core/log.js'
 import { connectTcp, splice } from '../../core/stream.js'
+import { dataPath } from '../../core/kernel-splice.js'
 import { encodeReply, readDescriptorFrame, verifyDescriptor, type Descriptor } from '../../proto/descriptor/descriptor.js'
 import { unseal } from '../../proto/descriptor/seal.js'
 import { ReplayCache } from '../../proto/signal/token.js'
@@ -109,7 +110,7 @@ export class Agent {
       this.server.once('error', reject)
       this.server.listen(this.cfg.listen.port, this.cfg.listen.host, () => {
         const a = this.server.address() as AddressInfo
-        this.log.info({ listen: `${a.address}:${a.port}`, device: this.cfg.device }, 'agent listening')
+        this.log.info({ listen: `${a.address}:${a.port}`, device: this.cfg.device, dataPath: dataPath() }, 'agent listening')
         resolve(a)
       })
     })
