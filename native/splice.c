@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <node_api.h>
@@ -44,6 +46,7 @@ typedef struct {
   int fd[2];
   dir_t d[2];              // d[0]: fd[0] → fd[1]; d[1]: fd[1] → fd[0]
   uint32_t ev[2];          // current epoll interest per fd
+  bool gone[2];            // fd taken out of epoll (hung up, nothing more to write to it)
   int err;                 // errno of the failure, 0 when ended cleanly
   int errside;             // which fd failed (0/1), -1 when none
   uint32_t jsid;           // the caller's name for the pair, given back when it is done
@@ -110,12 +113,24 @@ static int pump (dir_t *d, int srcside, bool fin_out, int *side) {
       shutdown(d->dst, SHUT_WR);
       return 0;
     }
-    if (errno == EAGAIN) { if (d->inpipe == 0) pipe_put(d); return 0; }
+    if (errno == EAGAIN) {
+      // splice stops at TCP's urgent mark and keeps failing there while the socket stays
+      // readable: step over the urgent byte as a plain read does (Node's path drops it too).
+      int atmark = 0;
+      char c;
+      if (ioctl(d->src, SIOCATMARK, &atmark) == 0 && atmark && recv(d->src, &c, 1, MSG_DONTWAIT) == 1 && write(d->pw, &c, 1) == 1) {
+        d->inpipe += 1;
+        continue;
+      }
+      if (d->inpipe == 0) pipe_put(d);
+      return 0;
+    }
     *side = srcside;
     return errno;
   }
-  // More to do: level-triggered epoll wakes us again — for the write too, if bytes wait.
-  if (d->inpipe > 0) d->wantw = true;
+  // More to do: ask to be woken when the destination is writable (at once, usually), so
+  // the rest moves on the next turn whatever the source's own events are.
+  d->wantw = true;
   return 0;
 }
 
@@ -125,6 +140,7 @@ static uint64_t tag (uint32_t slot, uint32_t gen, int side) {
 
 static void set_interest (pair_t *p, uint32_t slot) {
   for (int i = 0; i < 2; i++) {
+    if (p->gone[i]) continue;
     const dir_t *rd = &p->d[i], *wd = &p->d[1 - i];
     uint32_t ev = 0;
     if (!rd->eof && !rd->wantw) ev |= EPOLLIN;
@@ -137,8 +153,8 @@ static void set_interest (pair_t *p, uint32_t slot) {
 }
 
 static void release (pair_t *p) {
-  epoll_ctl(epfd, EPOLL_CTL_DEL, p->fd[0], NULL);
-  epoll_ctl(epfd, EPOLL_CTL_DEL, p->fd[1], NULL);
+  if (!p->gone[0]) epoll_ctl(epfd, EPOLL_CTL_DEL, p->fd[0], NULL);
+  if (!p->gone[1]) epoll_ctl(epfd, EPOLL_CTL_DEL, p->fd[1], NULL);
   pipe_put(&p->d[0]);
   pipe_put(&p->d[1]);
   free(p->done);
@@ -155,6 +171,10 @@ static void set_linger0 (int fd) {
 
 static void *loop (void *arg) {
   (void)arg;
+  // Signals (SIGPIPE from a splice into a reset socket among them) belong to Node's thread.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
   struct epoll_event evs[64];
   for (;;) {
     int n = epoll_wait(epfd, evs, 64, -1);
@@ -184,6 +204,14 @@ static void *loop (void *arg) {
         getsockopt(p->fd[at], SOL_SOCKET, SO_ERROR, &se, &sl);
         if (se != 0) { err = se; side = at; }
         else if ((ev & EPOLLHUP) != 0 && !p->d[1 - at].done) { err = ECONNRESET; side = at; }
+        else if ((ev & EPOLLHUP) != 0 && !p->d[at].done) {
+          // Orderly hang-up (both FINs crossed) while bytes from it still wait for the other
+          // side: a level-triggered HUP would wake us at every wait until then. Stop polling
+          // it; the rest moves whenever the other side is writable.
+          epoll_ctl(epfd, EPOLL_CTL_DEL, p->fd[at], NULL);
+          p->gone[at] = true;
+          p->d[at].wantw = true;
+        }
       }
       if (err == 0 && !(p->d[0].done && p->d[1].done)) { set_interest(p, slot); continue; }
       // The pair is over: a failed side makes the other reset when JS closes it.
@@ -253,7 +281,9 @@ static napi_value js_init (napi_env env, napi_callback_info info) {
 }
 
 // Handles name (slot, generation): a stale handle never reaches a reused slot.
-static double handle_of (uint32_t slot, uint32_t gen) { return (double)gen * 4294967296.0 + (double)slot; }
+// 21 bits of generation: gen * 2^32 + slot stays an exact integer in a JS number.
+#define HANDLE_GEN_MASK 0x1fffffu
+static double handle_of (uint32_t slot, uint32_t gen) { return (double)(gen & HANDLE_GEN_MASK) * 4294967296.0 + (double)slot; }
 
 // add(fdA, fdB, jsid) → handle. The sockets must be non-blocking, with nothing left in user-space
 // buffers: from here on, the kernel moves every byte.
@@ -295,6 +325,7 @@ static napi_value js_add (napi_env env, napi_callback_info info) {
       free(p->done);
       p->done = NULL;
       p->used = false;
+      p->gen++;  // an event fd[0] already raised must not reach the slot's next pair
       pthread_mutex_unlock(&lock);
       return throw_errno(env, "kernel splice: epoll_ctl", err);
     }
@@ -308,6 +339,7 @@ static napi_value js_add (napi_env env, napi_callback_info info) {
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, loop, NULL) != 0) {
       release(p);
+      if (live == 0) napi_unref_threadsafe_function(env, tsfn);
       pthread_mutex_unlock(&lock);
       return throw_errno(env, "kernel splice: thread", EAGAIN);
     }
@@ -329,7 +361,7 @@ static napi_value js_stop (napi_env env, napi_callback_info info) {
   if (argc < 1 || napi_get_value_double(env, argv[0], &h) != napi_ok || !(h >= 0)) return out;
   uint32_t slot = (uint32_t)((uint64_t)h & 0xffffffffu), gen = (uint32_t)((uint64_t)h >> 32);
   pthread_mutex_lock(&lock);
-  if (slot < npairs && pairs[slot].used && pairs[slot].gen == gen) {
+  if (slot < npairs && pairs[slot].used && (pairs[slot].gen & HANDLE_GEN_MASK) == gen) {
     pair_t *p = &pairs[slot];
     napi_create_array_with_length(env, 2, &out);
     napi_create_double(env, (double)p->d[0].moved, &v); napi_set_element(env, out, 0, v);

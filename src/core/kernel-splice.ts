@@ -72,10 +72,14 @@ export function kernelAdd (n: Native, fdA: number, fdB: number, onDone: (d: Kern
   return { handle, id }
 }
 
-/** Takes a pair back (its fds are untouched from then on); null when it was already over. */
+/**
+ * Takes a pair back (its fds are untouched from then on). Null when the pair was already
+ * over in the addon: its completion is then on its way and `onDone` still runs.
+ */
 export function kernelStop (n: Native, handle: number, id: number): [number, number] | null {
-  waiting.delete(id)
-  return n.stop(handle)
+  const moved = n.stop(handle)
+  if (moved !== null) waiting.delete(id)
+  return moved
 }
 
 /** Live pairs and idle pooled pipes: for tests and metrics. */

@@ -137,9 +137,13 @@ export function splice (a: Socket, b: Socket): Promise<{ aToB: number, bToA: num
 type Native = NonNullable<ReturnType<typeof kernelSplice>>
 interface TcpHandle { fd?: number, reading?: boolean, readStop?: () => number }
 
-/** The fd of a plain, fully open TCP socket; -1 for anything the kernel path must not take. */
+/**
+ * The fd of a plain TCP socket we may still write to; -1 for anything the kernel path
+ * must not take. One whose peer already ended is fine: the kernel reports that end of
+ * stream again at every read, so the FIN still goes on after the bytes before it.
+ */
 function fdOf (sock: Socket): number {
-  if ('encrypted' in sock || sock.destroyed || sock.readyState !== 'open' || sock.readableEnded || sock.writableEnded) return -1
+  if ('encrypted' in sock || sock.destroyed || sock.writableEnded) return -1
   const h = (sock as unknown as { _handle: TcpHandle | null })._handle
   return typeof h?.fd === 'number' && h.fd >= 0 && typeof h.readStop === 'function' ? h.fd : -1
 }
@@ -170,15 +174,23 @@ async function handOver (k: Native, a: Socket, b: Socket, inKernel: { aToB: numb
   const fb = fdOf(b)
   if (fa < 0 || fb < 0) return a.destroyed || b.destroyed
   let pair: { handle: number, id: number }
+  // 'kernel': the addon holds the pair; 'stopped': taken back by a destroy; 'done': its
+  // completion arrived. A destroy that finds the pair already over in the addon but its
+  // completion not yet delivered waits for it, so the counts and the orderly/broken
+  // verdict are never lost (and a clean end is not turned into a reset).
+  let state: 'kernel' | 'stopped' | 'done' = 'kernel'
+  const deferred: Array<() => void> = []
   const restore = (): void => { for (const s of [a, b]) delete (s as unknown as Record<string, unknown>)._destroy }
   try {
     pair = kernelAdd(k, fa, fb, (d) => {
+      state = 'done'
       restore()
       inKernel.aToB += d.aToB
       inKernel.bToA += d.bToA
       // Both directions ended (FINs went on as FINs), or one side failed and the addon
       // set both to reset on close.
       inKernel.orderly = d.errno === 0
+      for (const run of deferred.splice(0)) run()
       a.destroy()
       b.destroy()
     })
@@ -188,9 +200,14 @@ async function handOver (k: Native, a: Socket, b: Socket, inKernel: { aToB: numb
   for (const s of [a, b]) {
     const own = s._destroy.bind(s)
     s._destroy = (err, cb) => {
+      if (state === 'kernel') {
+        const moved = kernelStop(k, pair.handle, pair.id)
+        if (moved === null) { deferred.push(() => own(err, cb)); return }
+        state = 'stopped'
+        inKernel.aToB += moved[0]
+        inKernel.bToA += moved[1]
+      }
       restore()
-      const moved = kernelStop(k, pair.handle, pair.id)
-      if (moved !== null) { inKernel.aToB += moved[0]; inKernel.bToA += moved[1] }
       own(err, cb)
     }
   }
@@ -252,13 +269,19 @@ function copyWithUserBuffer (src: Socket, dst: Socket): boolean {
     return false
   }
   handle.useUserBuffer(buf)
-  src.once('end', () => endOrReset(src, dst))
+  onEnd(src, () => endOrReset(src, dst))
   return true
 }
 
 function pipeTo (src: Socket, dst: Socket): void {
   src.pipe(dst, { end: false })
-  src.once('end', () => endOrReset(src, dst))
+  onEnd(src, () => endOrReset(src, dst))
+}
+
+/** Runs fn at src's end of stream, at once when that already happened (a hand-over drained it). */
+function onEnd (src: Socket, fn: () => void): void {
+  if (src.readableEnded) fn()
+  else src.once('end', fn)
 }
 
 /** src's stream ended: a FIN goes on as a FIN, a reset as a reset. */

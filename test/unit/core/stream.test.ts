@@ -288,3 +288,107 @@ for (const mode of ['kernel', 'userbuf', 'pipe'] as const) t.test(`${mode}: a so
   if (mode === 'kernel') t.equal(kernelSpliceStats()!.live, 0, 'taken back: no pair left in the addon')
   c.destroy()
 })
+
+// Regressions found by review of the kernel path (each failed before its fix).
+t.test('kernel: one urgent (MSG_OOB) byte neither stalls the stream nor spins the splice thread', async (t) => {
+  useMode(t, 'kernel')
+  const { execFile } = await import('node:child_process')
+  let farGot = ''
+  const far = net.createServer({ allowHalfOpen: true }, (s) => { s.on('error', () => {}); s.on('data', (d: Buffer) => { farGot += d.toString() }); s.on('end', () => s.end()) })
+  await new Promise<void>((resolve) => far.listen(0, '127.0.0.1', resolve))
+  const h = await hop((far.address() as AddressInfo).port)
+  t.teardown(() => { far.close(); h.server.close() })
+  // Node cannot send urgent data; python3 (installed for node-gyp) can.
+  const py = `import socket,time
+s=socket.create_connection(("127.0.0.1",${h.port}))
+time.sleep(0.2); s.send(b"abc"); time.sleep(0.1); s.send(b"X", socket.MSG_OOB); time.sleep(0.1); s.send(b"def"); time.sleep(1.5)`
+  const child = execFile('python3', ['-c', py])
+  t.teardown(() => child.kill())
+  await new Promise((resolve) => setTimeout(resolve, 600))
+  const u0 = process.cpuUsage()
+  await new Promise((resolve) => setTimeout(resolve, 800))
+  const u = process.cpuUsage(u0)
+  t.equal(farGot, 'abcdef', 'the bytes around the urgent byte arrive (the urgent byte is dropped, as on the JS path)')
+  t.ok(u.user + u.system < 300_000, `process CPU over 0.8 s: ${Math.round((u.user + u.system) / 1000)} ms`)
+})
+
+t.test('kernel: both FINs crossed while the reader is slow: no busy wake-ups until it reads', async (t) => {
+  useMode(t, 'kernel')
+  const far = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {})
+    s.resume()
+    s.on('end', () => s.end(Buffer.alloc(6 << 20, 1)))
+  })
+  await new Promise<void>((resolve) => far.listen(0, '127.0.0.1', resolve))
+  const h = await hop((far.address() as AddressInfo).port)
+  t.teardown(() => { far.close(); h.server.close() })
+  const c = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true })
+  c.pause()
+  c.on('error', () => {})
+  let ended = false
+  c.on('end', () => { ended = true })
+  c.end('GET')
+  // The far end's FIN is in at the hop while most of its 6 MiB waits for this reader.
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  const u0 = process.cpuUsage()
+  await new Promise((resolve) => setTimeout(resolve, 700))
+  const u = process.cpuUsage(u0)
+  t.ok(u.user + u.system < 250_000, `process CPU while the reader stalls: ${Math.round((u.user + u.system) / 1000)} ms over 0.7 s`)
+  let got = 0
+  c.on('data', (d: Buffer) => { got += d.length })
+  c.resume()
+  while (!ended) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.equal(got, 6 << 20, 'then everything arrives, and the end')
+  c.destroy()
+})
+
+t.test('kernel: a FIN already read at hand-over, behind 8 MiB of our own writes, still goes on', async (t) => {
+  useMode(t, 'kernel')
+  const far = net.createServer({ allowHalfOpen: true }, (s) => {
+    let n = 0
+    s.on('error', () => {})
+    s.on('data', (d: Buffer) => { n += d.length })
+    s.on('end', () => s.end(`far got ${n}`))
+  })
+  await new Promise<void>((resolve) => far.listen(0, '127.0.0.1', resolve))
+  const hopSrv = net.createServer({ allowHalfOpen: true }, (sock) => {
+    sock.pause()
+    sock.on('error', () => {})
+    void (async () => {
+      await readExact(sock, 4, 'hello', 2_000)
+      const up = await connectTcp('127.0.0.1', (far.address() as AddressInfo).port, 2_000)
+      // A handshake of ours that the kernel cannot take at once: hand-over waits for it.
+      up.write(Buffer.alloc(8 << 20))
+      await splice(sock, up)
+    })()
+  })
+  await new Promise<void>((resolve) => hopSrv.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { far.close(); hopSrv.close() })
+  const c = net.connect({ port: (hopSrv.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+  c.end('HELOrequest')
+  t.equal((await collect(c)).toString(), `far got ${(8 << 20) + 7}`)
+  c.destroy()
+})
+
+t.test('kernel: handles stay exact past 2^21 uses of one slot', async (t) => {
+  useMode(t, 'kernel')
+  const { createRequire } = await import('node:module')
+  const n = createRequire(import.meta.url)('../../../build/Release/beckon_splice.node') as { add: (a: number, b: number, id: number) => number, stop: (h: number) => unknown }
+  const srv = net.createServer(() => {})
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const accepted = new Promise<Socket>((resolve) => srv.once('connection', resolve))
+  const c = net.connect((srv.address() as AddressInfo).port, '127.0.0.1')
+  await new Promise((resolve) => c.once('connect', resolve))
+  const s = await accepted
+  t.teardown(() => { c.destroy(); s.destroy(); srv.close() })
+  for (const x of [c, s]) { x.pause(); (x as unknown as { _handle: { readStop: () => void } })._handle.readStop() }
+  const fds = [c, s].map((x) => (x as unknown as { _handle: { fd: number } })._handle.fd) as [number, number]
+  let bad = 0
+  const live0 = kernelSpliceStats()!.live
+  for (let i = 0; i < (1 << 21) + 2; i++) {
+    const h = n.add(fds[0], fds[1], 1)
+    if (!Number.isSafeInteger(h) || n.stop(h) === null) bad++
+  }
+  t.equal(bad, 0, 'every handle is a safe integer that stops its own pair')
+  t.equal(kernelSpliceStats()!.live, live0, 'and leaves no pair behind')
+})
