@@ -14,7 +14,7 @@ function fakeRoot (): string {
   const root = mkdtempSync(join(tmpdir(), 'beckon-preflight-'))
   const files = [
     'usr/lib/ipsec/charon', 'usr/sbin/swanctl', 'usr/bin/pki', 'usr/sbin/ip', 'usr/sbin/nft', 'usr/bin/tcpdump',
-    'usr/sbin/postfix', 'usr/sbin/dovecot', 'usr/sbin/slapd', 'usr/bin/ldapsearch', 'usr/bin/systemd-analyze', 'usr/bin/vagrant',
+    'usr/sbin/postfix', 'usr/sbin/dovecot', 'usr/sbin/slapd', 'usr/bin/ldapsearch', 'usr/bin/systemd-analyze', 'usr/bin/vagrant', 'usr/bin/g++', 'usr/bin/make',
     'usr/lib/postgresql/15/bin/initdb', 'usr/lib/postgresql/15/bin/postgres', 'dev/net/tun', 'proc/net/xfrm_stat',
     ...CHARON_PLUGINS.map((p) => `usr/lib/ipsec/plugins/libstrongswan-${p}.so`),
   ]
@@ -58,6 +58,7 @@ t.test('each other missing piece names its package', async (t) => {
     ['usr/lib/ipsec/plugins/libstrongswan-kdf.so', /'kdf'.*package libstrongswan\)/],
     ['usr/lib/postgresql/15/bin/initdb', /PostgreSQL.*package postgresql/],
     ['usr/sbin/slapd', /slapd \(package slapd\)/],
+    ['usr/bin/g++', /g\+\+ \(node-gyp builds native\/splice.c\) \(package g\+\+\)/],
     ['usr/bin/ldapsearch', /ldap-utils/],
     ['usr/sbin/nft', /nftables/],
     ['usr/bin/systemd-analyze', /systemd-analyze.*package systemd\)/],
