@@ -3,15 +3,17 @@
 // splices the cleartext to a plain TCP sink (src/core/stream.ts). Prints the hop's CPU-s
 // per GiB; with --profile, writes a V8 CPU profile of the hop and prints its heaviest
 // self-time frames, grouped (what bench/splice's "what limits us" cites).
-// usage (after npm run build): node bench/tls-hop.mjs [MiB=2048] [--profile]
+// With --profile --record, the flame graph goes to docs/flame-tls-hop.svg (bench/flame.mjs).
+// usage (after npm run build): node bench/tls-hop.mjs [MiB=2048] [--profile [--record]]
 import { execFileSync, fork } from 'node:child_process'
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import https from 'node:https'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import tls from 'node:tls'
 import { connectTcp, splice } from '../dist/core/stream.js'
+import { ROOT as ROOT_DIR, machine } from './lib.mjs'
 
 const role = process.argv[2]
 if (role === 'hop') {
@@ -67,6 +69,11 @@ if (role === 'hop') {
     const total = [...self.values()].reduce((a, b) => a + b, 0)
     console.log(`profile: ${join(dir, file)}; heaviest self time:`)
     for (const [name, us] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${(100 * us / total).toFixed(1).padStart(5)} %  ${name}`)
+    // The flame graph beside the table: docs/flame-tls-hop.svg with --record.
+    const { flameSvg } = await import('./flame.mjs')
+    const svg = process.argv.includes('--record') ? join(ROOT_DIR, 'docs', 'flame-tls-hop.svg') : join(dir, 'flame.svg')
+    writeFileSync(svg, flameSvg(p, `bench/tls-hop: the relay's TLS hop, ${mib} MiB; ${machine()}`))
+    console.log(`flame graph: ${svg}`)
   }
   process.exit(0)
 }
