@@ -50,7 +50,8 @@ function load (): Native | null {
 export function kernelSpliceStatus (): { active: boolean, reason: string } {
   const mode = process.env.BECKON_SPLICE
   if (mode === 'js' || mode === 'pipe') return { active: false, reason: `BECKON_SPLICE=${mode}` }
-  return { active: load() !== null, reason: (load(), reason) }
+  const active = load() !== null // sets `reason`
+  return { active, reason }
 }
 
 /** The addon, or null when the JS loop must do the work. */

@@ -20,6 +20,11 @@
  * synchronously the source stops reading until the write callback runs. Sockets whose
  * handle cannot do this (TLS: the cleartext comes from the TLS layer) keep `pipe`.
  * `BECKON_SPLICE=pipe` forces `pipe` everywhere (benches compare the two).
+ *
+ * Two plain TCP sockets skip all of that when the native addon is built: the kernel
+ * moves their bytes with splice(2) (src/core/kernel-splice.ts, native/splice.c) and this
+ * module only hands them over and hears when they are done; `BECKON_SPLICE=js` keeps
+ * them in the JS loop.
  */
 import net, { type Socket } from 'node:net'
 import { BeckonError } from './errors.js'
