@@ -42,3 +42,22 @@ t.test('refused CONNECTs are audited with the user and the code', async (t) => {
   t.match(entries.find((e) => e.outcome === 'BECKON_ERR_AUTH_FAILED'), { actor: /^peer:/ })
   t.notMatch(JSON.stringify(entries), /wrong|mallory-pw/, 'no password in the audit log')
 })
+
+t.test('a detached session another relay took over is forgotten at the next poll, not ended; one not taken over stays', async (t) => {
+  const r = await rig(t)
+  const taken = await openSession(r.client(), `patient-phone:${r.servicePort}`, () => {})
+  const kept = await openSession(r.client(), `patient-phone:${r.servicePort}`, () => {})
+  t.teardown(() => { taken.socket.destroy(); kept.socket.destroy() })
+  for (const s of [taken, kept]) await waitFor('the session to be connected', async () => (await r.store.getSession(s.session))?.stage === 'connected', 5_000)
+  // White-box: both stand as an IPsec session does after its path ended and before a
+  // re-join (detached, the window running); the relay is alive, only cut off from the client.
+  const relay = r.relay as unknown as { live: Map<string, unknown>, detach: (l: unknown, log: unknown, middle: boolean, moved: object) => void, log: unknown }
+  for (const s of [taken, kept]) relay.detach(relay.live.get(s.session), relay.log, true, { aToB: 0, bToA: 0 })
+  // The client re-joined through relay-2: its take-over is in the shared store.
+  await r.store.sessionTakeover(taken.session, 'rig', 'relay-2')
+  await r.relay.pollKills()
+  t.notOk(relay.live.has(taken.session), 'the taken-over session is gone from this relay')
+  t.ok(relay.live.has(kept.session), 'the one still ours is kept for its re-join')
+  t.match(await r.store.getSession(taken.session), { relay: 'relay-2', ended_at: undefined }, 'and it goes on at relay-2, not ended')
+  t.equal((await r.store.queryAudit({ action: 'session.end', target: `session/${taken.session}` })).entries.length, 0, 'no end recorded by the old holder')
+})
