@@ -420,7 +420,7 @@ export async function labUp (o: LabOptions): Promise<LabState> {
     const dir = join(stateDir, 'proxy')
     mkdirSync(dir, { recursive: true })
     const users = { gateway: randomBytes(9).toString('base64url'), client: randomBytes(9).toString('base64url') }
-    const hash = async (pw: string): Promise<string> => (await run('openssl', ['passwd', '-apr1', pw])).stdout.trim()
+    const hash = apr1Hash
     writeFileSync(join(dir, 'passwd'), `beckon-gw:${await hash(users.gateway)}\nbeckon-client:${await hash(users.client)}\n`)
     writeFileSync(join(dir, 'squid.conf'), squidConfig({ dir, relay: relayAddr, dialbackPort: PORTS.relayDialback, clientPort: PORTS.relayClient, passwd: join(dir, 'passwd') }))
     await run('chown', ['-R', 'proxy:proxy', dir])
@@ -623,4 +623,13 @@ export async function labCli (st: LabState, args: string[], input?: string): Pro
   }
   const out = r.stdout.trim()
   return out === '' ? undefined : JSON.parse(out)
+}
+
+/**
+ * An htpasswd (apr1) hash for Squid's basic_ncsa_auth. The password goes on stdin: a
+ * base64url one may start with '-' (openssl took it for an option: a flaky lab start),
+ * and argv is visible to every process.
+ */
+export async function apr1Hash (pw: string): Promise<string> {
+  return (await run('openssl', ['passwd', '-apr1', '-stdin'], { input: `${pw}\n` })).stdout.trim()
 }
