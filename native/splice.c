@@ -227,11 +227,12 @@ static void *loop (void *arg) {
 }
 
 // ---- JS side ---------------------------------------------------------------------------
+// Errors carry BECKON_ERR_INTERNAL (src/core/errors.ts): the caller falls back to the JS loop.
 
 static napi_value throw_errno (napi_env env, const char *what, int err) {
   char msg[160];
   snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  napi_throw_error(env, "BECKON_ERR_SPLICE", msg);
+  napi_throw_error(env, "BECKON_ERR_INTERNAL", msg);
   return NULL;
 }
 
@@ -268,12 +269,12 @@ static napi_value js_init (napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], name;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (epfd >= 0) { napi_throw_error(env, "BECKON_ERR_SPLICE", "kernel splice: init called twice"); return NULL; }
+  if (epfd >= 0) { napi_throw_error(env, "BECKON_ERR_INTERNAL", "kernel splice: init called twice"); return NULL; }
   epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) return throw_errno(env, "epoll_create1", errno);
   napi_create_string_utf8(env, "beckon-splice", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &tsfn) != napi_ok) {
-    napi_throw_error(env, "BECKON_ERR_SPLICE", "kernel splice: cannot create the completion queue");
+    napi_throw_error(env, "BECKON_ERR_INTERNAL", "kernel splice: cannot create the completion queue");
     return NULL;
   }
   napi_unref_threadsafe_function(env, tsfn);
@@ -293,10 +294,10 @@ static napi_value js_add (napi_env env, napi_callback_info info) {
   int fa, fb;
   uint32_t jsid;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (epfd < 0) { napi_throw_error(env, "BECKON_ERR_SPLICE", "kernel splice: not initialised"); return NULL; }
+  if (epfd < 0) { napi_throw_error(env, "BECKON_ERR_INTERNAL", "kernel splice: not initialised"); return NULL; }
   if (argc < 3 || !get_fd(env, argv[0], &fa) || !get_fd(env, argv[1], &fb) || fa == fb ||
       napi_get_value_uint32(env, argv[2], &jsid) != napi_ok) {
-    napi_throw_type_error(env, "BECKON_ERR_SPLICE", "kernel splice: add(fdA, fdB, id) takes two distinct fds and an id");
+    napi_throw_type_error(env, "BECKON_ERR_INTERNAL", "kernel splice: add(fdA, fdB, id) takes two distinct fds and an id");
     return NULL;
   }
   pthread_mutex_lock(&lock);
